@@ -1,0 +1,3 @@
+"""normbench: benchmark normalization layers in PyTorch."""
+
+__version__ = "0.1.0"

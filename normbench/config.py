@@ -1,0 +1,344 @@
+"""Config composition (Hydra's compose API) and validation against typed schemas.
+
+`load_config(overrides)` composes `configs/config.yaml` with Hydra-style overrides, then checks every
+key and type against the dataclass schemas below (and, for `model`, `norm` and `data`, against the
+options that the chosen registry entry declares in its signature). Every problem is a ConfigError with
+one line that names the key and what is accepted, raised before any work starts.
+
+Overrides:
+    norm=gn                      group choice (a file configs/norm/gn.yaml; registry aliases accepted)
+    norm.groups=2 / seed=3       value override (unknown keys are reported by the validator)
+    experiment=d2l_lenet_bn      a preset from configs/experiment/
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from normbench.errors import ConfigError
+from normbench.registry import Registry, coerce
+
+
+@dataclass
+class DataSchema:
+    name: str = "fashion_mnist"
+    root: str | None = None
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    train_subset: int | None = None
+    test_subset: int | None = None
+    val_fraction: float = 0.0
+    drop_last: bool = True
+    augment: bool = False
+    normalize: bool = False
+    download: bool = True
+
+
+@dataclass
+class ModelSchema:
+    name: str = "lenet"
+
+
+@dataclass
+class NormSchema:
+    name: str = "bn"
+
+
+@dataclass
+class OptimSchema:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    scheduler: Literal["none", "cosine"] = "none"
+
+
+@dataclass
+class TrainerSchema:
+    max_epochs: int = 10
+    accumulate_grad_batches: int = 1
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    gradient_clip_val: float | None = None
+    deterministic: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class LoggerSchema:
+    name: Literal["none", "csv", "wandb"] = "none"
+    project: str = "normbench"
+    group: str | None = None
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RootSchema:
+    seed: int = 0
+    out_dir: str | None = None
+    results_dir: str = "results"
+
+
+@dataclass
+class Section:
+    """A config section: fixed typed fields, plus the options of a registry entry chosen by `name`."""
+
+    schema: type
+    registry: Registry | None = None
+    group: bool = True  # chosen with `<section>=<file>` from configs/<section>/
+
+
+SECTIONS: dict[str, Section] = {}
+
+
+def register_section(name: str, schema: type, registry: Registry | None = None, group: bool = True) -> None:
+    """Adds a top-level config section (later features, e.g. calibration, register theirs)."""
+    SECTIONS[name] = Section(schema, registry, group)
+
+
+def _register_core_sections() -> None:
+    from normbench.data import DATASETS
+    from normbench.models import MODELS
+    from normbench.norms import NORMS
+
+    register_section("model", ModelSchema, MODELS)
+    register_section("norm", NormSchema, NORMS)
+    register_section("data", DataSchema, DATASETS)
+    register_section("optim", OptimSchema)
+    register_section("trainer", TrainerSchema)
+    register_section("logger", LoggerSchema)
+
+
+_register_core_sections()
+
+# Groups that select a whole preset rather than a section's values.
+PRESET_GROUPS = ("experiment",)
+
+
+def config_dir() -> Path:
+    """configs/ of the installed package (wheel) or of the source checkout (editable install)."""
+    env = os.environ.get("NORMBENCH_CONFIG_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "configs", here.parent / "configs"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise ConfigError(f"normbench configs not found next to {here}")  # pragma: no cover
+
+
+def group_choices(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _groups() -> list[str]:
+    return [*[n for n, s in SECTIONS.items() if s.group], *PRESET_GROUPS, *EXTRA_GROUPS]
+
+
+EXTRA_GROUPS: list[str] = []  # groups owned by later features (e.g. sweep)
+
+
+def _prepare_overrides(overrides: list[str]) -> list[str]:
+    """Checks group choices against the files on disk and lets value overrides through to validation."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    groups = _groups()
+    for text in overrides:
+        try:
+            (ov,) = parser.parse_overrides([text])
+        except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
+            raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
+        key = ov.key_or_group
+        if ov.is_sweep_override():
+            raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
+        if key in groups and ov.package is None and text[0] not in "+~":
+            value = ov.value()
+            choices = group_choices(key)
+            if value is None or value in choices:
+                out.append(text)
+                continue
+            section = SECTIONS.get(key)
+            if section is not None and section.registry is not None and str(value) in section.registry:
+                canonical = section.registry.get(str(value)).name
+                if canonical in choices:
+                    out.append(f"{key}={canonical}")
+                    continue
+            raise ConfigError(f"unknown {key} '{value}'; accepted: {', '.join(choices)}")
+        if text[0] in "+~":
+            out.append(text)
+        else:
+            out.append("++" + text)  # unknown keys are reported by validate(), with the accepted ones
+    return out
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Composes configs/config.yaml with `overrides`; returns a plain, resolved dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    prepared = _prepare_overrides(list(overrides))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=prepared)
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - hydra/omegaconf raise many classes; show the cause
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        msg = " ".join(str(cause).split()) or type(cause).__name__
+        raise ConfigError(f"config composition failed: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_fields(values: dict[str, Any], schema: type, where: str, extra: dict | None = None,
+                  extra_what: str = "") -> dict[str, Any]:
+    """Types-checks `values` against dataclass `schema` (+ registry options `extra`); fills defaults."""
+    known = {f.name: f for f in fields(schema)}
+    out: dict[str, Any] = {}
+    extra = extra or {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key in known:
+            out[key] = _coerce(value, known[key].type, path)
+        elif key in extra:
+            out[key] = _coerce(value, extra[key].type, path)
+        else:
+            accepted = [*known, *extra]
+            raise ConfigError(f"unknown key '{path}'{extra_what}; accepted: {', '.join(accepted)}")
+    for name, f in known.items():
+        if name not in out:
+            if f.default is not MISSING:
+                out[name] = f.default
+            elif f.default_factory is not MISSING:  # type: ignore[misc]
+                out[name] = f.default_factory()  # type: ignore[misc]
+    for name, opt in extra.items():
+        out.setdefault(name, opt.default)
+    return out
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    if isinstance(tp, str):  # postponed annotations on the schema dataclasses
+        tp = eval(tp, globals())  # noqa: S307 - our own annotations only
+    try:
+        return coerce(value, tp, path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate(raw: dict[str, Any]) -> DictConfig:
+    """Checks a composed config; returns it with defaults filled and types coerced."""
+    raw = dict(raw)
+    out: dict[str, Any] = {}
+    root_fields = {f.name for f in fields(RootSchema)}
+    for key in raw:
+        if key not in SECTIONS and key not in root_fields:
+            accepted = sorted([*root_fields, *SECTIONS])
+            raise ConfigError(f"unknown key '{key}'; accepted: {', '.join(accepted)}")
+    out.update(_check_fields({k: v for k, v in raw.items() if k in root_fields}, RootSchema, ""))
+    for name, section in SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"'{name}' must be a mapping of options, got {values!r}")
+        extra, what = None, ""
+        if section.registry is not None:
+            entry_name = values.get("name", getattr(section.schema, "name", None))
+            try:
+                entry = section.registry.get(str(entry_name))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            values = {**values, "name": entry.name}
+            extra, what = entry.options, f" for {name}={entry.name}"
+        out[name] = _check_fields(values, section.schema, name, extra, what)
+    check_semantics(out)
+    return OmegaConf.create(out)
+
+
+def check_semantics(cfg: dict[str, Any]) -> None:
+    """Cross-field checks that need no data: ranges, batch sizes vs. batch-statistics norms, devices."""
+    from normbench.norms import NORMS
+
+    data, trainer, optim = cfg["data"], cfg["trainer"], cfg["optim"]
+    positive = {
+        "data.batch_size": data["batch_size"], "data.eval_batch_size": data["eval_batch_size"],
+        "trainer.max_epochs": trainer["max_epochs"], "trainer.devices": trainer["devices"],
+        "trainer.accumulate_grad_batches": trainer["accumulate_grad_batches"],
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if not optim["lr"] > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
+    for key in ("momentum", "weight_decay"):
+        if optim[key] < 0:
+            raise ConfigError(f"optim.{key} must be >= 0, got {optim[key]}")
+    norm_entry = NORMS.get(cfg["norm"]["name"])
+    norm_opts = {k: v for k, v in cfg["norm"].items() if k != "name"}
+    try:
+        norm_entry.fn(8, **norm_opts)  # option value checks (momentum range, eps, ...) before any work
+    except ValueError as e:
+        msg = str(e)
+        if "does not divide" not in msg:  # channel-dependent checks are made per layer in build_model
+            raise ConfigError(msg) from None
+    if norm_entry.meta.get("batch_stats") and norm_batch_size(cfg) < 2:
+        batch_free = [n for n in NORMS.names() if not NORMS.get(n).meta.get("batch_stats")]
+        raise ConfigError(
+            f"norm={norm_entry.name} normalizes with batch statistics but each call would see "
+            f"{norm_batch_size(cfg)} sample (data.batch_size={data['batch_size']}); use a batch size >= 2 "
+            f"or a batch-independent norm: {', '.join(batch_free)}")
+    if trainer["accelerator"] == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; accepted here: auto, cpu")
+    if trainer["precision"] == "16-mixed" and resolve_accelerator(trainer["accelerator"]) == "cpu":
+        raise ConfigError("trainer.precision=16-mixed needs a GPU; on CPU use 32 or bf16-mixed")
+
+
+def norm_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
+    """Samples each norm call sees in training: the per-device micro-batch (or the norm's own sub-batch)."""
+    from normbench.norms import NORMS
+
+    entry = NORMS.get(cfg["norm"]["name"])
+    per_call = entry.meta.get("norm_batch_size")  # e.g. ghost BN: fn(cfg) -> its virtual batch
+    if per_call is not None:
+        return int(per_call(cfg))
+    return int(cfg["data"]["batch_size"])
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    if accelerator != "auto":
+        return accelerator
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Composes and validates the run config for `overrides` (Hydra syntax)."""
+    return validate(compose(overrides))
+
+
+def to_dict(cfg: DictConfig | dict) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[return-value]
+
+
+def options_of(section: DictConfig | dict) -> dict[str, Any]:
+    """A registry section's options (everything but `name`)."""
+    return {k: v for k, v in to_dict(section).items() if k != "name"}

@@ -1,0 +1,157 @@
+"""The whole (small) dataset as tensors on one device, and an index-based batch iterator.
+
+Batches are gathered with one `index_select` from the resident tensors instead of per-sample
+`Dataset.__getitem__` + collate, so the data path is never the bottleneck (the airbench approach).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from normbench.data.registry import DATASETS, RawSplits
+from normbench.errors import ConfigError
+
+SUBSET_SEED = 0  # subsets and the validation split do not depend on the run seed
+
+
+@dataclass
+class InMemoryData:
+    """Float image tensors (N, C, H, W) and int64 labels per split, all on `device`."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    num_classes: int
+    source: str
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name == "val" and self.val_x is None:
+            raise ValueError("no validation split: set data.val_fraction > 0")
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
+               seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1) -> BatchLoader:
+        x, y = self.split(split)
+        return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                           augment=augment, rank=rank, world_size=world_size)
+
+    def to(self, device: torch.device | str) -> InMemoryData:
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return InMemoryData(**moved)
+
+
+class BatchLoader:
+    """Iterates (x, y) batches of resident tensors; a new seeded permutation every epoch.
+
+    With `world_size > 1` each rank takes an equal, disjoint share of every epoch's permutation, which
+    is what a DistributedSampler would give (Lightning does not shard custom iterables itself).
+    `augment` applies random horizontal flips and 4-pixel-padded random crops per batch, on the device.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
+                 seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment, self.rank, self.world_size = augment, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.per_rank = len(x) // world_size if world_size > 1 else len(x)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.per_rank, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = order[self.rank: self.per_rank * self.world_size: self.world_size]
+        order = order.to(self.x.device)
+        b = self.batch_size
+        for i in range(len(self)):
+            idx = order[i * b: (i + 1) * b]
+            xb = self.x.index_select(0, idx)
+            if self.augment:
+                xb = flip_and_crop(xb, self.generator)
+            yield xb, self.y.index_select(0, idx)
+
+
+def flip_and_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and random crop after zero padding, one draw per sample."""
+    n, _, h, w = x.shape
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None:
+        return x, y
+    if n < 1:
+        raise ConfigError(f"data.{what} must be >= 1, got {n}")
+    if n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
+    return x[idx], y[idx]
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def load_data(name: str, root: str | None = None, *, train_subset: int | None = None,
+              test_subset: int | None = None, val_fraction: float = 0.0, normalize: bool = False,
+              download: bool = True, device: torch.device | str = "cpu", **options: Any) -> InMemoryData:
+    """Loads dataset `name` into memory as float tensors in [0, 1] (standardized if `normalize`).
+
+    `train_subset`/`test_subset` take a fixed (seed-independent) random subset; `val_fraction` holds
+    out that share of the (subset) training set as a validation split, so that a search never looks
+    at the test set. With `normalize`, per-channel mean/std come from the training split only.
+    """
+    entry = DATASETS.get(name)
+    raw: RawSplits = entry.fn(root, download, **entry.validate_options(options))
+    train_x, train_y = _subset(raw.train_x, raw.train_y, train_subset, "train_subset")
+    test_x, test_y = _subset(raw.test_x, raw.test_y, test_subset, "test_subset")
+    train_x, test_x = _to_float(train_x), _to_float(test_x)
+    val_x = val_y = None
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction > 0:
+        n_val = max(1, int(round(len(train_x) * val_fraction)))
+        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(SUBSET_SEED + 1))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        val_x, val_y = train_x[val_idx], train_y[val_idx]
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    if normalize:
+        mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+        std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        if val_x is not None:
+            val_x = (val_x - mean) / std
+    data = InMemoryData(entry.name, train_x.contiguous(), train_y, test_x.contiguous(), test_y,
+                        val_x, val_y, raw.num_classes, raw.source)
+    return data.to(device)

@@ -1,0 +1,65 @@
+"""The LightningModule: cross-entropy classification around a normbench model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Classifier(L.LightningModule):
+    """Trains `net` with the optimizer described by `optim` (normbench's optim config section).
+
+    Training loss and accuracy are accumulated on the device during the epoch (no per-step host sync)
+    and exposed as `epoch_train_loss` / `epoch_train_acc` at epoch end: these are the batch-statistics
+    figures the optimizer saw, averaged over the epoch while the weights moved.
+    """
+
+    def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None):
+        super().__init__()
+        self.net = net
+        self.optim_cfg = dict(optim)
+        self.max_epochs = max_epochs
+        if hparams is not None:
+            self.save_hyperparameters(hparams)
+        self._sums: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_epoch_start(self) -> None:
+        self._sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        with torch.no_grad():
+            n = y.numel()
+            self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(float(n), dtype=torch.float64, device=y.device)])
+        return loss
+
+    def epoch_train_stats(self) -> tuple[float, float]:
+        """(mean training loss, training accuracy) of the current epoch, batch statistics."""
+        if self._sums is None or self._sums[2] == 0:
+            return float("nan"), float("nan")
+        loss_sum, correct, count = self._sums.tolist()
+        return loss_sum / count, correct / count
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        if cfg["name"] == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                  weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
+        elif cfg["name"] == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        else:  # pragma: no cover - the config schema only admits the names above
+            raise ValueError(f"unknown optimizer '{cfg['name']}'; accepted: sgd, adamw")
+        if cfg.get("scheduler", "none") == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return opt

@@ -1,0 +1,79 @@
+"""Model registry. Models take a norm factory and call it at every normalization site.
+
+Public API:
+    build_model(name, norm, num_classes, in_channels, image_size=28, norm_options=None, **options)
+    available() -> list of registered model names
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from normbench.models.registry import MODELS, NormSlot, register_model
+from normbench.norms import norm_factory
+
+# Importing the family modules fills the registry.
+from normbench.models import lenet as _lenet  # noqa: E402,F401  isort: skip
+from normbench.models import resnet as _resnet  # noqa: E402,F401  isort: skip
+
+__all__ = ["MODELS", "available", "build_model", "get", "norm_sites", "register_model"]
+
+
+def available() -> list[str]:
+    return MODELS.names()
+
+
+def get(name: str):
+    return MODELS.get(name)
+
+
+def build_model(
+    name: str,
+    norm: str | Callable[[int], nn.Module],
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    norm_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Builds model `name` with `norm` (a registered name or a `(C) -> nn.Module` factory) at every site.
+
+    The architecture is first built with placeholder slots that record each site's channel count;
+    each slot is then replaced by the real norm, so an error (e.g. GroupNorm groups that do not divide
+    a layer's channels) names the layer. Norm layers keep their own initialization (weight 1, bias 0
+    where they have them); the model's `init_after_norms` hook (zero_init_residual) runs last.
+    """
+    entry = MODELS.get(name)
+    factory = norm_factory(norm, **(norm_options or {})) if isinstance(norm, str) else norm
+    if not isinstance(norm, str) and norm_options:
+        raise ValueError("norm_options only go with a norm name, not with a factory")
+    opts = entry.validate_options(options)
+    model = entry.fn(NormSlot, num_classes, in_channels, image_size, **opts)
+    sites = []
+    for site, slot in list(model.named_modules()):
+        if isinstance(slot, NormSlot):
+            sites.append(site)
+            try:
+                layer = factory(slot.num_channels)
+            except ValueError as e:
+                raise ValueError(f"{e} (layer '{site}' of {entry.name})") from None
+            model.set_submodule(site, layer)
+    hook = getattr(model, "init_after_norms", None)
+    if hook is not None:
+        hook()
+    model.norm_sites = sites  # type: ignore[assignment]
+    return model
+
+
+def norm_sites_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs at the model's normalization sites."""
+    sites = getattr(model, "norm_sites", None)
+    if sites is None:
+        raise ValueError("model was not built by normbench.models.build_model")
+    return [(s, model.get_submodule(s)) for s in sites]
+
+
+norm_sites = norm_sites_of

@@ -1,0 +1,49 @@
+"""LeNet in the d2l batch-norm chapter's layout.
+
+conv5(6)-norm-act-avgpool2, conv5(16)-norm-act-avgpool2, flatten, fc120-norm-act, fc84-norm-act, fc10,
+no padding (28x28 -> 24 -> 12 -> 8 -> 4), Xavier-uniform weights on every conv and linear layer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+from torch import nn
+
+from normbench.models.registry import register_model
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+
+
+class LeNet(nn.Module):
+    def __init__(self, norm, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+                 act: str = "sigmoid"):
+        super().__init__()
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"model 'lenet' needs images of at least 12x12 pixels, got {image_size}")
+        Act = ACTIVATIONS[act]
+        self.features = nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(in_channels, 6, kernel_size=5), norm1=norm(6), act1=Act(), pool1=nn.AvgPool2d(2, 2),
+            conv2=nn.Conv2d(6, 16, kernel_size=5), norm2=norm(16), act2=Act(), pool2=nn.AvgPool2d(2, 2),
+            flatten=nn.Flatten(),
+        ))
+        self.classifier = nn.Sequential(OrderedDict(
+            fc1=nn.Linear(16 * side * side, 120), norm3=norm(120), act3=Act(),
+            fc2=nn.Linear(120, 84), norm4=norm(84), act4=Act(),
+            fc3=nn.Linear(84, num_classes),
+        ))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@register_model("lenet", aliases=("lenet5",))
+def lenet(norm, num_classes: int, in_channels: int, image_size: int,
+          act: Literal["sigmoid", "relu"] = "sigmoid") -> nn.Module:
+    """d2l LeNet with a norm before each activation."""
+    return LeNet(norm, num_classes, in_channels, image_size, act=act)

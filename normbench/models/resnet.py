@@ -1,0 +1,126 @@
+"""ResNets with the norm factory threaded to every site (stem, blocks, downsample).
+
+- `resnet18`: 4 stages of 2 basic blocks (64..512 channels) with a 3x3 stride-1 stem and no max-pool,
+  the usual variant for 28x28/32x32 inputs.
+- `resnet20` / `resnet56`: He et al.'s CIFAR ResNets, 3 stages of n basic blocks (16/32/64 channels),
+  depth = 6n + 2. Shortcuts that change shape are 1x1 conv + norm (option B), so the norm is used
+  there too.
+- `resnet18_imagenet`: torchvision's stem (7x7 stride 2 + max-pool) for larger images.
+
+Submodules are named `norm1`/`norm2`, not `bn1`, since the norm is whatever the factory makes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from normbench.models.registry import register_model
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, norm, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.norm1 = norm(cout)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(cout, cout)
+        self.norm2 = norm(cout)
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm=norm(cout)))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.act2(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, norm, blocks: list[int], widths: list[int], num_classes: int, in_channels: int,
+                 stem: str = "cifar", zero_init_residual: bool = False):
+        super().__init__()
+        w0 = widths[0]
+        if stem == "imagenet":
+            self.stem = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(in_channels, w0, 7, stride=2, padding=3, bias=False), norm=norm(w0),
+                act=nn.ReLU(inplace=True), pool=nn.MaxPool2d(3, stride=2, padding=1)))
+        else:
+            self.stem = nn.Sequential(OrderedDict(conv=conv3x3(in_channels, w0), norm=norm(w0),
+                                                  act=nn.ReLU(inplace=True)))
+        layers, cin = [], w0
+        for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
+            stage = []
+            for j in range(n):
+                stage.append(BasicBlock(norm, cin, w, stride=2 if (i > 0 and j == 0) else 1))
+                cin = w
+            layers.append(nn.Sequential(*stage))
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.zero_init_residual = zero_init_residual
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def init_after_norms(self) -> None:
+        """Zero-init each block's last norm scale so blocks start as identities (Goyal et al. 2017).
+
+        For a norm without a learnable scale (affine=False, `none`), the block's last conv is zeroed
+        instead, which also makes the residual branch output zero at initialization.
+        """
+        if not self.zero_init_residual:
+            return
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                weight = getattr(m.norm2, "weight", None)
+                if isinstance(weight, nn.Parameter):
+                    nn.init.zeros_(weight)
+                else:
+                    nn.init.zeros_(m.conv2.weight)
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
+
+
+@register_model("resnet18")
+def resnet18(norm, num_classes: int, in_channels: int, image_size: int,
+             zero_init_residual: bool = False) -> nn.Module:
+    """ResNet-18 with a 3x3 stride-1 stem and no max-pool (for 28x28/32x32 inputs)."""
+    return ResNet(norm, [2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels,
+                  zero_init_residual=zero_init_residual)
+
+
+@register_model("resnet18_imagenet", min_image_size=64)
+def resnet18_imagenet(norm, num_classes: int, in_channels: int, image_size: int,
+                      zero_init_residual: bool = False) -> nn.Module:
+    """ResNet-18 with torchvision's ImageNet stem (7x7 stride-2 conv + 3x3 max-pool)."""
+    return ResNet(norm, [2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels, stem="imagenet",
+                  zero_init_residual=zero_init_residual)
+
+
+def cifar_resnet(depth: int):
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+    n = (depth - 2) // 6
+
+    def build(norm, num_classes: int, in_channels: int, image_size: int,
+              zero_init_residual: bool = False) -> nn.Module:
+        return ResNet(norm, [n, n, n], [16, 32, 64], num_classes, in_channels,
+                      zero_init_residual=zero_init_residual)
+
+    build.__doc__ = f"He et al. CIFAR ResNet-{depth}: 3 stages of {n} basic blocks, 16/32/64 channels."
+    return build
+
+
+register_model("resnet20")(cifar_resnet(20))
+register_model("resnet56")(cifar_resnet(56))

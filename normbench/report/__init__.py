@@ -1,0 +1,1 @@
+"""Reading stored results: console summaries (and, later, tables, figures and dashboards)."""

@@ -1,0 +1,191 @@
+"""train(cfg) -> RunResult: one training run, end to end, writing <out_dir>/summary.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from normbench.config import norm_batch_size, options_of, resolve_accelerator, to_dict, validate
+from normbench.data import InMemoryData, load_data
+from normbench.errors import ConfigError
+from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
+from normbench.models import build_model
+from normbench.records import git_info, versions, write_json_atomic
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the summary record (also in <out_dir>/summary.json) and the trained module."""
+
+    summary: dict[str, Any]
+    out_dir: Path
+    module: Classifier
+
+
+def quiet_lightning() -> None:
+    """Lightning's banners (GPU available..., model summaries) are noise in a benchmark's output."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def default_out_dir(cfg: DictConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path("runs") / f"{stamp}-{cfg.model.name}-{cfg.norm.name}-{cfg.data.name}-s{cfg.seed}"
+
+
+def load_run_data(cfg: DictConfig, device: torch.device | str = "cpu") -> InMemoryData:
+    d = cfg.data
+    common = {"name", "root", "batch_size", "eval_batch_size", "train_subset", "test_subset", "val_fraction",
+              "drop_last", "augment", "normalize", "download"}
+    extra = {k: v for k, v in options_of(d).items() if k not in common}
+    return load_data(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset,
+                     val_fraction=d.val_fraction, normalize=d.normalize, download=d.download,
+                     device=device, **extra)
+
+
+def build_run_model(cfg: DictConfig, data: InMemoryData) -> torch.nn.Module:
+    """The model for `cfg` sized to `data`; a bad norm/model option becomes a one-line ConfigError."""
+    try:
+        return build_model(cfg.model.name, cfg.norm.name, data.num_classes, data.in_channels, data.image_size,
+                           norm_options=options_of(cfg.norm), **options_of(cfg.model))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def make_logger(cfg: DictConfig, out_dir: Path):
+    name = cfg.logger.name
+    if name == "none":
+        return False
+    if name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(out_dir), name="", version="")
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+            os.environ["WANDB_MODE"] = "offline"  # wandb raises without a key and an explicit mode
+        wandb_dir = Path(cfg.results_dir) / "wandb"
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        return WandbLogger(project=cfg.logger.project, group=cfg.logger.group, entity=cfg.logger.entity,
+                           tags=[cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags],
+                           save_dir=str(wandb_dir), config=to_dict(cfg))
+    raise ConfigError(f"unknown logger '{name}'; accepted: none, csv, wandb")  # pragma: no cover
+
+
+def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> RunResult:
+    """Runs one training run for a validated config and writes its summary record.
+
+    Args:
+        cfg: a config from `normbench.config.load_config` (a plain dict is validated first).
+        callbacks: extra Lightning callbacks; any with a `summary()` method adds its fields to the record.
+    """
+    if not isinstance(cfg, DictConfig):
+        cfg = validate(cfg)
+    quiet_lightning()
+    t_start = time.perf_counter()
+    accelerator = resolve_accelerator(cfg.trainer.accelerator)
+    device = torch.device("cuda") if accelerator == "gpu" and cfg.trainer.devices == 1 else torch.device("cpu")
+
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    data = load_run_data(cfg, device)
+    net = build_run_model(cfg, data)
+    bs = cfg.data.batch_size
+    if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
+        raise ConfigError(f"data.batch_size={bs} is larger than the {len(data.train_x)} training samples "
+                          "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
+
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(cfg)
+    resolved["out_dir"] = str(out_dir)
+
+    module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved})
+    throughput = ThroughputMonitor()
+    evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
+    all_callbacks: list[L.Callback] = [throughput, evaluator, *callbacks]
+    train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
+                               augment=cfg.data.augment)
+    if cfg.trainer.progress_bar:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+
+    deterministic: bool | str = cfg.trainer.deterministic
+    if accelerator != "cpu" and deterministic:
+        deterministic = "warn"
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_epochs=cfg.trainer.max_epochs,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        # CUDA lacks deterministic kernels for some ops (adaptive pooling backward): warn there instead.
+        deterministic=deterministic,
+        logger=make_logger(cfg, out_dir),
+        callbacks=all_callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        default_root_dir=str(out_dir),
+    )
+    trainer.fit(module, train_dataloaders=train_loader)
+
+    summary: dict[str, Any] = {"status": "ok"}
+    for cb in all_callbacks:
+        part = getattr(cb, "summary", None)
+        if callable(part):
+            summary.update(part())
+    if summary.get("diverged_at_epoch") is not None:
+        summary["status"] = "diverged"
+    k, devices = cfg.trainer.accumulate_grad_batches, cfg.trainer.devices
+    summary.update({
+        "epochs": trainer.current_epoch,
+        "optimizer_steps": trainer.global_step,
+        "wall_s": time.perf_counter() - t_start,
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "norm": cfg.norm.name,
+        "dataset": cfg.data.name,
+        "batch_size": bs,
+        "norm_batch_size": norm_batch_size(cfg),
+        "accumulate_grad_batches": k,
+        "devices": devices,
+        "effective_batch_size": bs * k * devices,
+        "n_train": len(data.train_x),
+        "n_test": len(data.test_x),
+        "n_params": sum(p.numel() for p in net.parameters()),
+        "accelerator": accelerator,
+        "device_name": torch.cuda.get_device_name(0) if accelerator == "gpu" else "cpu",
+        "precision": cfg.trainer.precision,
+        "data_source": data.source,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "out_dir": str(out_dir),
+        **git_info(),
+        "versions": versions(),
+        "config": resolved,
+    })
+    if trainer.is_global_zero:
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    return RunResult(summary, out_dir, module)

@@ -1,0 +1,69 @@
+"""Every model x every norm builds, runs forward/backward, and keeps norms out of the model code."""
+
+import pytest
+import torch
+
+from normbench import models, norms
+from normbench.models import build_model
+
+
+def _size(model_name):
+    return max(32, models.get(model_name).meta.get("min_image_size", 0))
+
+
+@pytest.mark.parametrize("model_name", models.available())
+@pytest.mark.parametrize("norm_name", norms.available())
+def test_every_model_with_every_norm(model_name, norm_name):
+    torch.manual_seed(0)
+    size = _size(model_name)
+    net = build_model(model_name, norm_name, num_classes=10, in_channels=3, image_size=size)
+    x = torch.randn(2, 3, size, size)
+    for mode in (True, False):
+        net.train(mode)
+        y = net(x)
+        assert y.shape == (2, 10) and torch.isfinite(y).all()
+    net.train()
+    net(x).logsumexp(1).sum().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_lenet_has_d2l_layout():
+    net = build_model("lenet", "bn", 10, 1, 28)
+    assert net.norm_sites == ["features.norm1", "features.norm2", "classifier.norm3", "classifier.norm4"]
+    assert [type(m).__name__ for m in net.features] == [
+        "Conv2d", "BatchNorm", "Sigmoid", "AvgPool2d", "Conv2d", "BatchNorm", "Sigmoid", "AvgPool2d", "Flatten"]
+    assert net.classifier.fc1.in_features == 16 * 4 * 4
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_resnet20_structure():
+    net = build_model("resnet20", "bn", 10, 3, 32)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 19  # 1 stem + 18 in blocks; + fc = 20 weighted layers
+    assert sum(p.numel() for p in net.parameters()) < 300_000
+    # the norm is used at downsample sites too
+    assert "layers.1.0.downsample.norm" in net.norm_sites
+
+
+def test_groups_error_names_layer():
+    msg = r"groups=4 does not divide num_channels=6 \(layer 'features.norm1' of lenet\)"
+    with pytest.raises(ValueError, match=msg):
+        build_model("lenet", "gn", norm_options={"groups": 4})
+
+
+@pytest.mark.parametrize("norm_name", ["bn", "none", "gn"])
+def test_zero_init_residual_makes_blocks_identity(norm_name):
+    net = build_model("resnet20", norm_name, 10, 3, 32, zero_init_residual=True)
+    net.eval()
+    block = net.layers[0][0]
+    x = torch.randn(2, 16, 8, 8).relu()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_norm_layers_initialized_to_identity_affine():
+    net = build_model("resnet20", "gn", 10, 3, 32)
+    for site in net.norm_sites:
+        m = net.get_submodule(site)
+        assert torch.equal(m.weight, torch.ones_like(m.weight))
+        assert torch.equal(m.bias, torch.zeros_like(m.bias))

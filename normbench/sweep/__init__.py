@@ -1,0 +1,1 @@
+"""Optuna sweeps declared in configs/sweep/<name>.yaml: storage, workers, resume."""

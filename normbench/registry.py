@@ -8,6 +8,7 @@ that lists what the entry accepts, and the config layer uses the same check.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,9 +106,12 @@ def signature_options(fn: Callable[..., Any], skip: int) -> dict[str, Option]:
     return out
 
 
+_UNIONS = (typing.Union, types.UnionType)
+
+
 def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin in _UNIONS:
         return " | ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(tp))
     if origin is typing.Literal:
         return "|".join(str(a) for a in typing.get_args(tp))
@@ -125,7 +129,7 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin in _UNIONS:
         args = typing.get_args(tp)
         is_none = value is None or (isinstance(value, str) and value.lower() in _NONE_STRINGS)
         if is_none and type(None) in args:

@@ -85,3 +85,8 @@ def test_wrong_option_type():
 def test_factory_binds_options():
     f = norm_factory("gn", groups=2)
     assert f(8).num_groups == 2 and f.norm_name == "gn"
+
+
+@pytest.mark.parametrize("value", [None, "None", "null"])
+def test_optional_momentum_accepts_null_spellings(value):
+    assert build_norm("bn", 4, momentum=value).momentum is None

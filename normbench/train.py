@@ -20,6 +20,7 @@ from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.models import build_model
+from normbench.norms import NORMS
 from normbench.records import git_info, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
@@ -110,6 +111,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
         raise ConfigError(f"data.batch_size={bs} is larger than the {len(data.train_x)} training samples "
                           "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
+    if len(data.train_x) < 2 * cfg.trainer.devices:
+        raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,8 +123,9 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     throughput = ThroughputMonitor()
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
     all_callbacks: list[L.Callback] = [throughput, evaluator, *callbacks]
+    batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
-                               augment=cfg.data.augment)
+                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment)
     if cfg.trainer.progress_bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 

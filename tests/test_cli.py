@@ -12,7 +12,7 @@ BAD_INPUTS = [
     (["model=vgg"], "unknown model 'vgg'; accepted:"),
     (["data=imagenet"], "unknown data 'imagenet'; accepted:"),
     (["norm=gn", "norm.groups=4", "data=synthetic"], "groups=4 does not divide num_channels=6 (layer 'features.norm1'"),
-    (["data=synthetic", "data.batch_size=1"], "norm=bn normalizes with batch statistics but each call would see 1 sample"),
+    (["data=synthetic", "data.batch_size=1"], "norm=bn normalizes with batch statistics but each call would see 1"),
     (["norm.momentum=-0.5"], "momentum must be in [0, 1]"),
     (["norm.momentum=1.5"], "momentum must be in [0, 1]"),
     (["data.root=/nonexistent/fmnist"], "Fashion-MNIST not found in data.root=/nonexistent/fmnist; install it with"),

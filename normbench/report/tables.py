@@ -280,6 +280,10 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
     return header, cells
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell]], extra: list[str]) -> list[str]:
     counts = results.outcome_counts()
     total = sum(counts.values())
@@ -290,8 +294,8 @@ def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell
     shas = results.git_shas()
     newest = results.newest_completion()
     lines = [
-        f"sweep {results.sweep}: {len(results.groups)} configurations × {len(results.seeds)} seeds = "
-        f"{total} runs ({runs}).",
+        f"sweep {results.sweep}: {_count(len(results.groups), 'configuration')} × {_count(len(results.seeds), 'seed')}"
+        f" = {_count(total, 'run')} ({runs}).",
         "Cells: mean ± std over the seeds that finished (n); best per column in bold.",
     ]
     if options.get("compare") is not None:

@@ -324,3 +324,36 @@ def test_wandb_report_object_has_the_panels(results_dir):
     (runset,) = grid.runsets
     assert runset.filters == f"Metric(\"Group\") == '{SWEEP}'" and runset.groupby == ["config.norm.name"]
     # (Serialising the spec needs a W&B server: Runset._to_model looks the project up.)
+
+
+def test_sweep_file_table_section_and_cli_overrides(results_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from normbench.config import config_dir
+    from normbench.report.tables import build_table
+
+    configs = tmp_path / "configs"
+    shutil.copytree(config_dir(), configs)
+    (configs / "sweep").mkdir(exist_ok=True)
+    (configs / "sweep" / f"{SWEEP}.yaml").write_text(
+        "table:\n"
+        "  columns: [test_acc, {key: calib_kl, label: KL, digits: 5}]\n"
+        "  compare: {norm: bn, norm.momentum: 0.1}\n"
+        "  labels: {data.batch_size: B}\n")
+    monkeypatch.setenv("NORMBENCH_CONFIG_DIR", str(configs))
+    from normbench.report.study import parse_report_args
+
+    ref = parse_report_args([f"sweep={SWEEP}", f"results_dir={results_dir}", "table.level=0.9"], "table", "table",
+                            TABLE_OPTIONS)
+    assert ref.options["compare"] == {"norm": "bn", "norm.momentum": 0.1} and ref.options["level"] == 0.9
+    table = build_table(load_results(ref), ref.options)
+    assert table.headers == ["norm", "B", "BN momentum", "test acc (%)", "KL",
+                             "Δ test acc (%) vs norm=bn, BN momentum=0.1 [90% CI]", "seeds ok"]
+    rows = {(r[0].text, r[1].text, r[2].text): r for r in table.rows}
+    assert rows[("bn", "2", "0.1")][5].text == "baseline"
+    kl = [run_summary(0, s)["calib_kl"] for s in SEEDS]
+    assert rows[("bn", "2", "0.01")][4].mean == f"{statistics.mean(kl):.5f}"  # 5 digits, from the sweep file
+    assert rows[("gn", "2", "–")][5].kind == "delta"  # GN's null momentum matches the pinned baseline
+    (configs / "sweep" / f"{SWEEP}.yaml").write_text("table:\n  colour: red\n")
+    with pytest.raises(ValueError, match="unknown key 'table.colour' in configs/sweep/report_fixture.yaml"):
+        parse_report_args([f"sweep={SWEEP}"], "table", "table", TABLE_OPTIONS)

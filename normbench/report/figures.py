@@ -62,12 +62,34 @@ class Figure:
     skipped: str | None = None
 
 
-def _new_figure():
+def _palette(n_series: int) -> list:
+    """The default 10 colours, or 20 distinguishable ones when there are more lines than 10."""
+    from matplotlib import colormaps
+
+    name, n = ("tab10", 10) if n_series <= 10 else ("tab20", 20)
+    return [colormaps[name](i) for i in range(n)]
+
+
+def _new_figure(n_series: int = 0):
     # The object-oriented API draws without pyplot's global state or a GUI backend.
+    from cycler import cycler
     from matplotlib.figure import Figure as MplFigure
 
     fig = MplFigure(figsize=(5.2, 3.6), layout="constrained")
-    return fig, fig.add_subplot()
+    ax = fig.add_subplot()
+    ax.set_prop_cycle(cycler(color=_palette(n_series)))
+    return fig, ax
+
+
+def _legend(fig, ax, inside_max: int = 6) -> None:
+    """A legend inside the axes for a few lines; outside on the right, widening the figure, for many."""
+    n = len(ax.get_legend_handles_labels()[0])
+    if n <= inside_max:
+        ax.legend(fontsize=8)
+        return
+    ncol = -(-n // 24)
+    fig.set_size_inches(fig.get_figwidth() + 2.2 * ncol, max(fig.get_figheight(), 0.16 * min(n, 24) + 1))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=7, ncol=ncol)
 
 
 def _series_label(values: dict[str, Any], keys: list[str]) -> str:
@@ -95,10 +117,11 @@ def _line_vs(results: SweepResults, x_key: str, metric: str, scale: float, ylabe
              log_base: float = 2) -> Figure:
     if x_key not in results.dims:
         return Figure(name, title, skipped=f"sweep '{results.sweep}' does not sweep {x_key}")
-    fig, ax = _new_figure()
+    series = _series(results, x_key)
+    fig, ax = _new_figure(len(series))
     drawn = 0
     ticks: set[float] = set()
-    for label, groups in _series(results, x_key).items():
+    for label, groups in series.items():
         pts = []
         for g in sorted(groups, key=lambda g: sort_key(g.values[x_key])):
             vals = [v * scale for _, v in g.metric_values(metric)]
@@ -125,7 +148,7 @@ def _line_vs(results: SweepResults, x_key: str, metric: str, scale: float, ylabe
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     return Figure(name, title, fig)
 
 
@@ -170,14 +193,17 @@ def _epoch_curve(group: ConfigGroup, key: str, fallback: str | None = None) -> t
 
 def ema_vs_precise(results: SweepResults, opts: dict[str, Any]) -> Figure:
     name, title = "ema_vs_precise", "Test accuracy per epoch: EMA (solid) vs precise (dashed) statistics"
-    fig, ax = _new_figure()
-    drawn = 0
-    for i, g in enumerate(results.groups):
+    curves = []
+    for g in results.groups:
         precise = _epoch_curve(g, opts["precise_metric"])
         ema = _epoch_curve(g, opts["ema_metric"], fallback="test_acc")
-        if precise is None or ema is None:
-            continue
-        color = f"C{i % 10}"
+        if precise is not None and ema is not None:
+            curves.append((g, ema, precise))
+    fig, ax = _new_figure(len(curves))
+    drawn = 0
+    colors = _palette(len(curves))
+    for i, (g, ema, precise) in enumerate(curves):
+        color = colors[i % len(colors)]
         label = _series_label(g.values, results.dims)
         ax.plot(ema[0], ema[1] * 100, color=color, marker="o", markersize=3, label=label)
         ax.plot(precise[0], precise[1] * 100, color=color, linestyle="--", marker="s", markersize=3)
@@ -191,7 +217,7 @@ def ema_vs_precise(results: SweepResults, opts: dict[str, Any]) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(fig, ax)
     return Figure(name, title, fig)
 
 

@@ -357,3 +357,37 @@ def test_sweep_file_table_section_and_cli_overrides(results_dir, tmp_path, monke
     (configs / "sweep" / f"{SWEEP}.yaml").write_text("table:\n  colour: red\n")
     with pytest.raises(ValueError, match="unknown key 'table.colour' in configs/sweep/report_fixture.yaml"):
         parse_report_args([f"sweep={SWEEP}"], "table", "table", TABLE_OPTIONS)
+
+
+PG = os.environ.get("NORMBENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:55432")
+
+
+@pytest.fixture
+def pg_storage():
+    """A fresh database on the local PostgreSQL of .ci/start-postgres (skipped when none runs)."""
+    psycopg = pytest.importorskip("psycopg")
+    admin = PG.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    name = f"normbench_report_{os.getpid()}"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL on 127.0.0.1:55432 (start one with .ci/start-postgres)")
+    with conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG}/{name}"
+    import sqlalchemy
+
+    sqlalchemy.orm.close_all_sessions()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_table_from_a_postgresql_study_matches_the_sqlite_golden(pg_storage, tmp_path, capsys):
+    build_study(pg_storage)
+    assert main(["table", f"sweep={SWEEP}", f"results_dir={tmp_path}", f"sweep.storage={pg_storage}",
+                 "table.compare=gn"]) == 0
+    assert (tmp_path / SWEEP / "table.md").read_bytes() == (GOLDEN / "report_fixture_table.md").read_bytes()
+    assert main(["table", "sweep=absent", f"sweep.storage={pg_storage}"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'absent' in storage postgresql+psycopg://postgres@127.0.0.1:55432/" in err

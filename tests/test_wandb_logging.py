@@ -139,3 +139,23 @@ def test_run_that_raises_is_closed_as_failed(tiny_cfg, wandb_env):
         train(cfg, callbacks=[Boom()])
     exits = [r for r in leet_records(offline_run_file(results)) if r["type"] == "exit"]
     assert exits and exits[0]["exit"]["exit_code"] == 1
+
+
+def test_online_only_with_a_key_and_no_offline_mode(tmp_path, wandb_env, monkeypatch):
+    from normbench.report.dashboard import online
+    from normbench.report.wandb_env import has_api_key
+
+    assert not has_api_key() and not online("auto") and online("online") and not online("offline")
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password " + "0" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert has_api_key() and online("auto")  # `wandb login` stores the key in netrc
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert not online("auto")
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert online("auto")
+    with pytest.raises(ValueError, match="report.mode must be auto, online or offline"):
+        online("sometimes")

@@ -105,7 +105,7 @@ def publish_online(results: SweepResults, ref: ReportArgs) -> str:
     report = build_wandb_report(results, ref, entity)
     project = str(ref.options["project"])
     for existing in api.reports(f"{entity}/{project}"):
-        if getattr(existing, "display_name", None) == report.title or getattr(existing, "title", None) == report.title:
+        if existing.display_name == report.title:
             import wandb_workspaces.reports.v2 as wr
 
             old = wr.Report.from_url(existing.url)

@@ -25,8 +25,8 @@ from normbench.report.wandb_env import has_api_key
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_COLUMNS = ["epoch", "layer", "channels", "mean_rel_err", "var_log_ratio", "kl"]
-# Summary fields that are not scalars: logged elsewhere (config, per-epoch history) or flattened (versions).
-_NOT_SCALAR = ("history", "config", "versions")
+# Summary fields logged elsewhere: the config (the run config) and the per-epoch history (the run history).
+_NOT_SCALAR = ("history", "config")
 
 
 def sweep_group(cfg: DictConfig) -> str | None:
@@ -67,12 +67,19 @@ def make_wandb_logger(cfg: DictConfig, config: dict[str, Any], out_dir: Path) ->
     )
 
 
-def flat_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary's scalar fields (and `versions.*`), as W&B run-summary entries."""
-    out = {k: v for k, v in summary.items() if k not in _NOT_SCALAR and (v is None or isinstance(v, (int, float,
-                                                                                                     str, bool)))}
-    for k, v in (summary.get("versions") or {}).items():
-        out[f"versions.{k}"] = v
+def flat_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The summary's scalar fields as W&B run-summary entries; nested mappings (`versions`) become dotted keys.
+
+    The config (logged as the run config) and lists such as the per-epoch history are left out.
+    """
+    out: dict[str, Any] = {}
+    for k, v in summary.items():
+        if not prefix and k in _NOT_SCALAR:
+            continue
+        if isinstance(v, dict):
+            out.update(flat_summary(v, f"{prefix}{k}."))
+        elif v is None or isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
     return out
 
 

@@ -133,7 +133,7 @@ def _html_cell(cell: Cell) -> str:
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:.85em}td,th{padding:.3em .6em;border-bottom:1px solid #ddd}
-td.r,th.r{text-align:right}section{display:inline-block;vertical-align:top;width:49%}
+td.r,th.r{text-align:right}td.r{white-space:nowrap}section{display:inline-block;vertical-align:top;width:49%}
 section svg{width:100%;height:auto}.skip{color:#888}.foot{color:#555;font-size:.85em}"""
 
 

@@ -174,8 +174,12 @@ def _best_rows(col: Column, stats: list[SeedStats]) -> set[int]:
 
 def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
     """The format-free table for `results` with the `table:` options (see the module docstring)."""
-    labels = dict(options.get("labels") or {})
+    labels = options.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise ConfigError(f"table.labels must be a mapping {{key: label}}, got {labels!r}")
     requested = options.get("columns")
+    if isinstance(requested, str):
+        requested = [requested]
     entries = list(requested) if requested else list(DEFAULT_COLUMNS)
     columns = [column_spec(e, labels) for e in entries]
     footer_extra = []

@@ -1,11 +1,12 @@
 """What reporting costs: W&B offline logging per run, and regenerating tables/figures from a study.
 
-Part 1 trains the same tiny run with `logger=none` and `logger=wandb` (offline), interleaved, in this one
-process, and reports the median wall time of each and their ratio. Part 2 builds a synthetic study of
+Part 1 times what W&B adds to every run whatever its length: the offline init and the end-of-run hook.
+Part 2 trains the same tiny run with `logger=none` and `logger=wandb` (offline), interleaved, in this one
+process, and reports the median wall time of each and their ratio. Part 3 builds a synthetic study of
 norms x batch sizes x momenta x seeds with Optuna's API and times `table`, `plot` and the offline
 `dashboard` on it.
 
-    python benchmarks/report_overhead.py [--repeats 3] [--trials-per-config 5]
+    PYTHONPATH=. python benchmarks/report_overhead.py [--repeats 3] [--trials-per-config 5] [--skip-training]
 """
 
 from __future__ import annotations
@@ -49,6 +50,34 @@ def part_wandb(repeats: int) -> None:
     print(f"  wandb/none ratio: {med['wandb'] / med['none']:.2f}  (+{med['wandb'] - med['none']:.2f} s per run)")
 
 
+def part_wandb_fixed(repeats: int) -> None:
+    """The W&B cost that does not scale with training: offline init, and the end-of-run hook + finish."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from normbench.records import write_json_atomic
+    from normbench.report.wandb_run import log_run_end
+
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ.pop("WANDB_MODE", None)
+    init, end = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        layers = [{"layer": f"l{i}", "channels": 16, "mean_rel_err": 0.1, "var_log_ratio": 0.0, "kl": 0.01}
+                  for i in range(20)]
+        write_json_atomic(root / "calibration.json", {"epochs": [{"epoch": e, "layers": layers} for e in range(10)]})
+        summary = {"status": "ok", "test_acc": 0.9, "versions": {"torch": "x"}, "history": [], "config": {}}
+        for i in range(repeats):
+            logger = WandbLogger(project="bench", save_dir=str(root / str(i)), offline=True, settings={"silent": True})
+            t = time.perf_counter()
+            logger.experiment  # noqa: B018 - starts the run
+            init.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            log_run_end(logger, summary, root)
+            end.append(time.perf_counter() - t)
+    print(f"W&B fixed cost per run (offline), median of {repeats}: init {statistics.median(init):.2f} s, "
+          f"end-of-run hook with a 200-row calibration table + finish {statistics.median(end):.2f} s")
+
+
 def part_reports(per_config: int) -> None:
     import optuna
 
@@ -89,6 +118,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--trials-per-config", type=int, default=5)
+    ap.add_argument("--skip-training", action="store_true", help="skip part 1 (the training runs, minutes)")
     a = ap.parse_args()
     part_reports(a.trials_per_config)
-    part_wandb(a.repeats)
+    part_wandb_fixed(a.repeats)
+    if not a.skip_training:
+        part_wandb(a.repeats)

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import assert_same_as_reference
 from torch import nn
 
 from normbench.config import load_config, norm_batch_size
@@ -31,23 +32,7 @@ def test_ghost_batch_equal_to_batch_is_bn(shape, momentum):
     ref = _bn_like(shape, momentum=momentum)
     ours = build_norm("ghost_bn", shape[1], ghost_batch_size=shape[0], momentum=momentum).double()
     _randomize_affine(ref, ours)
-    for step in range(3):
-        x = torch.randn(*shape, dtype=torch.float64) * (step + 1) + step
-        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-        yr, yo = ref(xr), ours(xo)
-        torch.testing.assert_close(yo, yr)
-        g = torch.randn_like(yr)
-        yr.backward(g)
-        yo.backward(g)
-        torch.testing.assert_close(xo.grad, xr.grad)
-        torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
-        torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
-        torch.testing.assert_close(ours.running_mean, ref.running_mean)
-        torch.testing.assert_close(ours.running_var, ref.running_var)
-    ref.eval()
-    ours.eval()
-    x = torch.randn(*shape, dtype=torch.float64)
-    torch.testing.assert_close(ours(x), ref(x))
+    assert_same_as_reference(ours, ref, shape)
 
 
 @pytest.mark.parametrize("shape", [(12, 3, 2, 5), (12, 4)])

@@ -4,6 +4,7 @@ gamma*d + beta (r and d computed here in NumPy from the pre-update running stati
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_as_reference
 from torch import nn
 
 from normbench.norms import build_norm
@@ -20,25 +21,7 @@ def test_brn_with_unit_limits_is_bn(shape, momentum):
         for m in (ref, ours):
             m.weight.copy_(torch.linspace(0.5, 2.0, shape[1]))
             m.bias.copy_(torch.linspace(-1.0, 1.0, shape[1]))
-    for step in range(4):
-        x = torch.randn(*shape, dtype=torch.float64) * (step + 2) + 3 * step
-        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-        yr, yo = ref(xr), ours(xo)
-        torch.testing.assert_close(yo, yr)
-        g = torch.randn_like(yr)
-        yr.backward(g)
-        yo.backward(g)
-        torch.testing.assert_close(xo.grad, xr.grad)
-        torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
-        torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
-        torch.testing.assert_close(ours.running_mean, ref.running_mean)
-        torch.testing.assert_close(ours.running_var, ref.running_var)
-        ref.zero_grad()
-        ours.zero_grad()
-    ref.eval()
-    ours.eval()
-    x = torch.randn(*shape, dtype=torch.float64)
-    torch.testing.assert_close(ours(x), ref(x))
+    assert_same_as_reference(ours, ref, shape, steps=4)
 
 
 def _np_r_d(x, running_mean, running_var, eps, r_max, d_max):

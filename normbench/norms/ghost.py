@@ -18,25 +18,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from normbench.errors import ConfigError
-from normbench.norms.batch import check_eps, check_momentum
+from normbench.norms.batch import BatchNorm, check_eps, check_momentum
 from normbench.norms.momentum import resolve_momentum
 from normbench.norms.registry import register_norm
 
 
-class GhostBatchNorm(_BatchNorm):
+class GhostBatchNorm(BatchNorm):
     """BatchNorm over ghost batches of `ghost_batch_size` samples in training (module docstring)."""
 
     def __init__(self, num_features: int, ghost_batch_size: int = 32, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.ghost_batch_size = ghost_batch_size
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"GhostBatchNorm expects an (N, C, ...) input, got {input.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
@@ -95,7 +90,7 @@ def ghost_batch_norm(
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
-) -> _BatchNorm:
+) -> BatchNorm:
     """BatchNorm over ghost batches of `ghost_batch_size` samples (Hoffer et al. 2017)."""
     if ghost_batch_size < 1:
         raise ValueError(f"norm 'ghost_bn': ghost_batch_size must be >= 1, got {ghost_batch_size}")

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from normbench.norms.batch import check_eps, check_momentum
+from normbench.norms.batch import BatchNorm, check_eps, check_momentum
 from normbench.norms.momentum import resolve_momentum
 from normbench.norms.registry import register_norm
 
@@ -38,7 +37,7 @@ def ramp(step: int, start: int, length: int) -> float:
     return min(1.0, (step - start) / length)
 
 
-class BatchRenorm(_BatchNorm):
+class BatchRenorm(BatchNorm):
     """Batch Renormalization with Ioffe's r_max/d_max warm-up schedule (module docstring)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -48,10 +47,6 @@ class BatchRenorm(_BatchNorm):
         self.r_max, self.d_max = r_max, d_max
         self.warmup_steps, self.r_max_ramp_steps, self.d_max_ramp_steps = warmup_steps, r_max_ramp_steps, \
             d_max_ramp_steps
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"BatchRenorm expects an (N, C, ...) input, got {input.dim()}D")
 
     def limits(self, step: int | None = None) -> tuple[float, float]:
         """(r_max, d_max) in force at `step` (default: the layer's next training batch)."""
@@ -99,7 +94,7 @@ def batch_renorm(
     keras_momentum: float | None = None,
     eps: float = 1e-5,
     affine: bool = True,
-) -> _BatchNorm:
+) -> BatchNorm:
     """Batch Renormalization (Ioffe 2017) with its r_max/d_max warm-up schedule."""
     if r_max < 1:
         raise ValueError(f"norm 'brn': r_max must be >= 1, got {r_max}")

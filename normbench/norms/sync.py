@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from normbench.norms.batch import check_eps, check_momentum
+from normbench.norms.batch import BatchNorm, check_eps, check_momentum
 from normbench.norms.momentum import resolve_momentum
 from normbench.norms.registry import register_norm
 
@@ -65,7 +64,7 @@ def all_reduce_sum(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
     return _AllReduceSum.apply(tensor, group if group is not None else dist.group.WORLD)
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(BatchNorm):
     """BatchNorm over the batch of every rank in `process_group` (default: all ranks), on any device.
 
     Equals torch's BatchNorm applied to the concatenation of all ranks' batches: output, input and
@@ -77,10 +76,6 @@ class SyncBatchNorm(_BatchNorm):
                  track_running_stats: bool = True, process_group: Any = None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.process_group = process_group
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"SyncBatchNorm expects an (N, C, ...) input, got {input.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
@@ -130,7 +125,7 @@ def sync_batch_norm(
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
-) -> _BatchNorm:
+) -> BatchNorm:
     """BatchNorm whose training statistics are all-reduced over the data-parallel ranks (CPU and GPU)."""
     momentum = resolve_momentum("sync_bn", momentum, keras_momentum)
     check_momentum("sync_bn", momentum)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +23,8 @@ from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.models import build_model
 from normbench.norms import NORMS
+from normbench.norms.momentum import running_stats_fields
+from normbench.norms.sync import use_torch_sync_batchnorm
 from normbench.records import git_info, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
@@ -47,6 +52,40 @@ def quiet_lightning() -> None:
 def default_out_dir(cfg: DictConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     return Path("runs") / f"{stamp}-{cfg.model.name}-{cfg.norm.name}-{cfg.data.name}-s{cfg.seed}"
+
+
+# --- data-parallel runs (trainer.devices > 1) ---------------------------------------------------------
+# Lightning's DDP launcher re-runs this process's command once per extra rank; those processes inherit
+# rank 0's environment, through which they learn rank 0's (timestamped) default out_dir.
+RUN_DIR_ENV = "NORMBENCH_DDP_RUN_DIR"
+
+
+def run_out_dir(cfg: DictConfig) -> Path:
+    """`cfg.out_dir`, else a new default one; a rank > 0 of a DDP run takes rank 0's."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+        return Path(inherited)
+    return default_out_dir(cfg)
+
+
+@contextmanager
+def shared_run_dir(out_dir: Path, devices: int) -> Iterator[None]:
+    """Exposes `out_dir` to the rank processes launched during `trainer.fit`, and only then."""
+    if devices == 1 or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(out_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+# ----------------------------------------------------------------------------------------------------------
 
 
 def load_run_data(cfg: DictConfig, device: torch.device | str = "cpu") -> InMemoryData:
@@ -109,7 +148,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if len(data.train_x) < 2 * cfg.trainer.devices:
         raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    out_dir = run_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
     resolved["out_dir"] = str(out_dir)
@@ -119,8 +158,9 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
     all_callbacks: list[L.Callback] = [throughput, evaluator, *callbacks]
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
+    # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
-                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment)
+                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True)
     if cfg.trainer.progress_bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -149,9 +189,12 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         limit_val_batches=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=str(out_dir),
+        # sync_bn on GPUs: torch's nn.SyncBatchNorm (it raises on CPU, where normbench's own layer runs)
+        sync_batchnorm=use_torch_sync_batchnorm(cfg.norm.name, accelerator, cfg.trainer.devices),
     )
     try:
-        trainer.fit(module, train_dataloaders=train_loader)
+        with shared_run_dir(out_dir, cfg.trainer.devices):
+            trainer.fit(module, train_dataloaders=train_loader)
     except BaseException:
         close_logger(logger, failed=True)
         raise
@@ -174,6 +217,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "dataset": cfg.data.name,
         "batch_size": bs,
         "norm_batch_size": norm_batch_size(cfg),
+        **running_stats_fields(cfg, net),
         "accumulate_grad_batches": k,
         "devices": devices,
         "effective_batch_size": bs * k * devices,

@@ -17,7 +17,7 @@ BAD_INPUTS = [
     (["norm.momentum=1.5"], "momentum must be in [0, 1]"),
     (["data.root=/nonexistent/fmnist"], "Fashion-MNIST not found in data.root=/nonexistent/fmnist; install it with"),
     (["optim.lrate=0.1"], "unknown key 'optim.lrate'; accepted: name, lr, momentum"),
-    (["norm.groups=2"], "unknown key 'norm.groups' for norm=bn; accepted: name, momentum, eps"),
+    (["norm.groups=2"], "unknown key 'norm.groups' for norm=bn; accepted: name, momentum, keras_momentum, eps"),
     (["bogus=1"], "unknown key 'bogus'; accepted:"),
     (["seed=abc"], "seed must be an integer, got 'abc'"),
     (["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ class Counts:
     failed: int
     pruned: int
     best: FrozenTrial | None
-    mean_s: float | None
+    typical_s: float | None
 
 
 def count(plan: Plan, trials: list[FrozenTrial]) -> Counts:
@@ -46,7 +47,8 @@ def count(plan: Plan, trials: list[FrozenTrial]) -> Counts:
     return Counts(done=done, total=total, running=sum(t.state == TrialState.RUNNING for t in finals),
                   failed=sum(t.state == TrialState.FAIL for t in finished),
                   pruned=sum(t.state == TrialState.PRUNED for t in finished), best=best,
-                  mean_s=sum(durations) / len(durations) if durations else None)
+                  # the median: a worker's first trial also pays for its imports
+                  typical_s=statistics.median(durations) if durations else None)
 
 
 def format_duration(seconds: float) -> str:
@@ -67,9 +69,9 @@ def eta(c: Counts, workers: int) -> str:
     remaining = max(0, c.total - c.done)
     if remaining == 0:
         return "done"
-    if c.mean_s is None:
+    if c.typical_s is None:
         return "ETA ?"
-    return f"ETA {format_duration(remaining * c.mean_s / max(1, workers, c.running))}"
+    return f"ETA {format_duration(remaining * c.typical_s / max(1, workers, c.running))}"
 
 
 def trial_line(plan: Plan, trials: list[FrozenTrial], trial: FrozenTrial, workers: int = 1,

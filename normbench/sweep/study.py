@@ -25,10 +25,11 @@ User attributes of every trial (the contract with the report commands):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,18 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def quiet_optuna() -> None:
-    """normbench prints its own progress; Optuna's per-trial INFO lines and experimental notes are noise."""
+    """normbench prints its own progress; Optuna's per-trial INFO lines are noise."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # normbench runs the heartbeat itself (worker.Heartbeat) around its ask/tell loop.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+@contextlib.contextmanager
+def expected_warnings() -> Iterator[None]:
+    """Optuna marks its heartbeat API experimental and warns that heartbeats need Study.optimize;
+    normbench uses that API on purpose and runs the heartbeat itself around its ask/tell loop."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
 
 
 def open_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
@@ -67,10 +75,11 @@ def open_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
         engine_kwargs["connect_args"] = {"timeout": 120}
         _sqlite_wal(Path(str(parsed.database)))
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-            grace_period=spec.effective_grace_period(),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        with expected_warnings():
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
+                grace_period=spec.effective_grace_period(),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     except Exception as e:  # noqa: BLE001 - driver/connection errors come in many classes
         msg = " ".join(str(e).split())[:300]
         raise ConfigError(f"sweep {spec.name}: cannot open storage {url}: {msg}") from None
@@ -244,7 +253,7 @@ class SweepStudy:
 
     def claim(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """The next trial for this worker (RUNNING, heartbeat recorded) and its params, or None."""
-        with self.lock:
+        with self.lock, expected_warnings():
             optuna.storages.fail_stale_trials(self.study)  # re-queues trials of dead workers
             if not self.spec.is_grid:
                 self._enqueue_siblings()
@@ -290,7 +299,8 @@ class SweepStudy:
     def requeue(self, trial: optuna.Trial) -> None:
         """Queues a copy of a trial that was failed for a reason other than its config (interrupt)."""
         frozen = self.storage.get_trial(self.trial_id(trial.number))
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
+        with expected_warnings():
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
 
     def close(self) -> None:
         self.lock.close()

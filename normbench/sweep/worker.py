@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError
@@ -26,6 +27,7 @@ from normbench.sweep.plan import command_line
 from normbench.sweep.study import SweepStudy
 
 INTERRUPTED_REASON = "interrupted (Ctrl-C); re-queued"
+DROPPED_REASON = "result dropped: the trial was re-queued meanwhile (its heartbeat was stale)"
 
 
 class Heartbeat:
@@ -127,22 +129,29 @@ class Worker:
         state, value, reason = TrialState.FAIL, None, None
         with Heartbeat(ss, trial.number, spec.heartbeat_interval):
             try:
-                state, value, reason = self._train(trial, params, out_dir)
-            except (KeyboardInterrupt, SystemExit):
-                # Lightning turns Ctrl-C inside fit() into sys.exit(1): both mean "stop", not "bad config".
-                trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
-                ss.study.tell(trial, state=TrialState.FAIL)
-                ss.requeue(trial)
-                raise KeyboardInterrupt from None
-            except Exception as e:  # noqa: BLE001 - any failure of one trial is recorded; the sweep goes on
-                state, reason = TrialState.FAIL, one_line(e)
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "error.txt").write_text(traceback.format_exc())
-            trial.set_user_attr("fail_reason", reason)
-            if state == TrialState.COMPLETE:
-                ss.study.tell(trial, value)
-            else:
-                ss.study.tell(trial, state=state)
+                try:
+                    state, value, reason = self._train(trial, params, out_dir)
+                except (KeyboardInterrupt, SystemExit):
+                    # Lightning turns Ctrl-C inside fit() into sys.exit(1): both mean "stop", not "bad config".
+                    trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
+                    ss.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    ss.requeue(trial)
+                    raise KeyboardInterrupt from None
+                except UpdateFinishedTrialError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - any failure of one trial is recorded; the sweep goes on
+                    state, reason = TrialState.FAIL, one_line(e)
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    (out_dir / "error.txt").write_text(traceback.format_exc())
+                trial.set_user_attr("fail_reason", reason)
+                if state == TrialState.COMPLETE:
+                    ss.study.tell(trial, value, skip_if_finished=True)
+                else:
+                    ss.study.tell(trial, state=state, skip_if_finished=True)
+            except UpdateFinishedTrialError:
+                # Another worker took this trial for lost (no heartbeat for grace_period) and queued a copy;
+                # the copy runs the point, so this result is dropped to keep every point exactly once.
+                state, value, reason = TrialState.FAIL, None, DROPPED_REASON
         outcome = TrialOutcome(trial.number, state, value, params, time.perf_counter() - start, reason)
         if self.on_trial_end is not None:
             self.on_trial_end(outcome, ss.trials())

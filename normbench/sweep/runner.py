@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.sweep.export import write_trials_csv
+from normbench.sweep.locks import display_url
 from normbench.sweep.paths import storage_url, sweep_dir
 from normbench.sweep.plan import Plan, make_plan
 from normbench.sweep.progress import count, final_line, trial_line
@@ -45,7 +46,7 @@ def describe(plan: Plan, url: str) -> str:
         keys = ", ".join(s.key for s in spec.space)
         shape = (f"{spec.sampler} over {keys}: {spec.n_configs} configurations x "
                  f"{len(plan.replicas())} replica(s) ({dims + ' x ' if dims else ''}{seeds}), pruner {spec.pruner}")
-    return f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); storage {url}"
+    return f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); storage {display_url(url)}"
 
 
 def csv_path(plan: Plan) -> Path:
@@ -77,7 +78,11 @@ def _run_here(plan: Plan, sweep_study: SweepStudy) -> int:
         trial = next(t for t in trials if t.number == outcome.number)
         print(trial_line(plan, trials, trial), flush=True)
 
-    Worker(sweep_study, on_trial_end=on_trial_end).run()
+    def on_wait(running: int) -> None:
+        print(f"waiting for {running} trial(s) running elsewhere (a dead worker's trial is re-queued once its "
+              f"last heartbeat is {plan.spec.effective_grace_period()} s old)", flush=True)
+
+    Worker(sweep_study, on_trial_end=on_trial_end, on_wait=on_wait).run()
     return 0
 
 

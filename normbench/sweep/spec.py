@@ -17,7 +17,7 @@ A sweep file declares which config keys vary and how; everything else comes from
       data.batch_size: {type: categorical, choices: [16, 32, 64]}
     seeds: [0, 1, 2]               # a grid dimension: every configuration gets every seed
     sampler: grid                  # grid | tpe | random
-    n_configs: 40                  # tpe/random: sampled configurations (each then runs every seed)
+    n_configs: 40                  # tpe/random: sampled configurations (each kept one runs every seed)
     objective: val_acc             # a summary.json field; direction: maximize | minimize
     pruner: none                   # none | median | hyperband (+ pruner_options)
     lr_scaling: {base_batch_size: 256}   # optional linear scaling rule for optim.lr

@@ -17,7 +17,8 @@ User attributes of every trial (the contract with the report commands):
     point_key  hash of params with the seed (one grid point)
     run_dir    <results_dir>/<sweep>/trials/<number>/
     summary    the run's whole summary.json (COMPLETE trials; also diverged and pruned ones)
-    fail_reason  one line (FAIL trials; null otherwise)
+    fail_reason  one line (FAIL trials; null when COMPLETE or PRUNED; while RUNNING, the reason the trial
+               keeps if its worker dies)
     command    the `python -m normbench run ...` line that reproduces the trial
     lead       (search sweeps) true for a sampled configuration's first trial
     retry_of   number of the trial this one re-runs, when re-queued
@@ -37,7 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError
-from normbench.sweep.locks import driver_url, study_lock
+from normbench.sweep.locks import display_url, driver_url, study_lock
 from normbench.sweep.paths import sweep_dir
 from normbench.sweep.plan import Plan, config_id, point_key, record_differences
 from normbench.sweep.spec import SweepSpec, pruner_class, sampler_class
@@ -82,7 +83,7 @@ def open_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     except Exception as e:  # noqa: BLE001 - driver/connection errors come in many classes
         msg = " ".join(str(e).split())[:300]
-        raise ConfigError(f"sweep {spec.name}: cannot open storage {url}: {msg}") from None
+        raise ConfigError(f"sweep {spec.name}: cannot open storage {display_url(url)}: {msg}") from None
     if sqlite_file:
         from sqlalchemy import event
 
@@ -174,25 +175,26 @@ class SweepStudy:
     # -- study-level records ------------------------------------------------------------------------
 
     def _check_and_record(self) -> None:
+        """A resumed study must have been run with the same settings: its numbers would not mix otherwise."""
         attrs = self.study.user_attrs
-        name = self.spec.name
+        where = f"sweep {self.spec.name}: the study in {display_url(self.url)}"
+        new_study = "use another results_dir or sweep.storage for a new study"
         directions = [d.name.lower() for d in self.study.directions]
         if directions != [self.spec.direction]:
-            raise ConfigError(f"sweep {name}: the study in {self.url} was created with direction {directions[0]}, "
-                              f"the sweep file says {self.spec.direction}")
+            raise ConfigError(f"{where} has direction {directions[0]}, the sweep says {self.spec.direction}; "
+                              f"{new_study}")
         base = self.plan.base_record()
         if "base_config" in attrs:
             old = attrs.get("sweep", {})
             for key in ("objective", "sampler"):
                 if old.get(key) != getattr(self.spec, key):
-                    raise ConfigError(f"sweep {name}: the study in {self.url} was run with {key} {old.get(key)}, "
-                                      f"this run has {getattr(self.spec, key)}; use another results_dir or "
-                                      "sweep.storage for a new study")
+                    raise ConfigError(f"{where} was run with {key} {old.get(key)}, this run has "
+                                      f"{getattr(self.spec, key)}; {new_study}")
             diffs = record_differences(attrs["base_config"], base)
             if diffs:
                 shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-                raise ConfigError(f"sweep {name}: the study in {self.url} was run with other settings ({shown}); "
-                                  "resume with the same overrides, or use another results_dir or sweep.storage")
+                raise ConfigError(f"{where} was run with other settings ({shown}); resume with the same "
+                                  f"overrides, or {new_study}")
         else:
             self.study.set_user_attr("base_config", base)
         self.study.set_user_attr("sweep", self.plan.spec.to_record())  # the latest file: table/report settings
@@ -307,6 +309,3 @@ class SweepStudy:
         self.storage.remove_session()
         self.storage.engine.dispose()
 
-
-def trial_dir(results_dir: str | Path, sweep: str, number: int) -> Path:
-    return sweep_dir(results_dir, sweep) / "trials" / str(number)

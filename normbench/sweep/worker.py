@@ -75,6 +75,7 @@ class Worker:
     sweep_study: SweepStudy
     on_trial_end: Callable[[TrialOutcome, list[FrozenTrial]], None] | None = None
     counter: Any = None  # a multiprocessing Value shared by this command's workers (max_trials)
+    on_wait: Callable[[int], None] | None = None  # called when it starts waiting for N running trials
     poll_s: float = 1.0
     outcomes: list[TrialOutcome] = field(default_factory=list)
 
@@ -93,21 +94,27 @@ class Worker:
     def run(self) -> list[TrialOutcome]:
         first_seen: dict[int, float] = {}
         ss = self.sweep_study
+        waiting = False
         while self._take_budget():
             claimed = ss.claim()
             if claimed is not None:
+                waiting = False
                 self.outcomes.append(self.run_trial(*claimed))
                 continue
             if self.counter is not None:
                 with self.counter.get_lock():
                     self.counter.value -= 1  # the budget taken above was not used
-            if not self._worth_waiting(first_seen):
+            pending = self._worth_waiting(first_seen)
+            if not pending:
                 break
+            if not waiting and self.on_wait is not None:
+                self.on_wait(pending)
+            waiting = True
             time.sleep(self.poll_s)
         return self.outcomes
 
-    def _worth_waiting(self, first_seen: dict[int, float]) -> bool:
-        """Nothing to claim now; wait while another worker's trial may still add work.
+    def _worth_waiting(self, first_seen: dict[int, float]) -> int:
+        """Nothing to claim now: how many RUNNING trials of other workers may still add work.
 
         A search lead that completes queues its other seeds. A trial whose worker died is re-queued once
         its heartbeat is `grace_period` old, so any RUNNING trial is worth waiting for until then.
@@ -115,11 +122,12 @@ class Worker:
         spec = self.sweep_study.spec
         now = time.monotonic()
         patience = spec.effective_grace_period() + 2 * spec.heartbeat_interval
+        pending = 0
         for t in self.sweep_study.trials((TrialState.RUNNING,)):
             seen = first_seen.setdefault(t.number, now)
             if t.user_attrs.get("lead") or now - seen < patience:
-                return True
-        return False
+                pending += 1
+        return pending
 
     def run_trial(self, trial: Any, params: dict[str, Any]) -> TrialOutcome:
         ss = self.sweep_study

@@ -77,7 +77,7 @@ def test_two_commands_share_one_postgresql_study(home, pg_url):
 
 
 def _slow_grid() -> str:
-    return TINY_GRID.replace("trainer.max_epochs: 1", "trainer.max_epochs: 15").replace(
+    return TINY_GRID.replace("trainer.max_epochs: 1", "trainer.max_epochs: 8").replace(
         "norm: [bn, gn]", "norm: [bn]").replace("[16, 32]", "[16]")
 
 

@@ -78,6 +78,42 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
+@command("table", "write <results_dir>/<sweep>/table.md and table.tex from a stored sweep (never re-trains)")
+def cmd_table(args: list[str]) -> int:
+    from normbench.report.study import load_results, parse_report_args
+    from normbench.report.tables import TABLE_OPTIONS, write_tables
+
+    ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
+    for path in write_tables(load_results(ref), ref.options, ref.out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+@command("plot", "write PNG/PDF figures under <results_dir>/<sweep>/figures/ from a stored sweep")
+def cmd_plot(args: list[str]) -> int:
+    from normbench.report.figures import REPORT_OPTIONS, write_figures
+    from normbench.report.study import load_results, parse_report_args
+
+    ref = parse_report_args(args, "plot", "report", REPORT_OPTIONS)
+    paths, skipped = write_figures(load_results(ref), ref.options, ref.out_dir / "figures")
+    for path in paths:
+        print(f"wrote {path}")
+    for fig in skipped:
+        print(f"skipped {fig.name}: {fig.skipped}")
+    return 0
+
+
+@command("dashboard", "create/update the sweep's W&B report (offline: <results_dir>/<sweep>/dashboard.html)")
+def cmd_dashboard(args: list[str]) -> int:
+    from normbench.report.dashboard import publish
+    from normbench.report.figures import REPORT_OPTIONS
+    from normbench.report.study import load_results, parse_report_args
+
+    ref = parse_report_args(args, "dashboard", "report", REPORT_OPTIONS)
+    print(publish(load_results(ref), ref))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

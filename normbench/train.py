@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.models import build_model
+from normbench.norms import NORMS
 from normbench.records import git_info, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
@@ -77,15 +77,11 @@ def make_logger(cfg: DictConfig, out_dir: Path):
 
         return CSVLogger(save_dir=str(out_dir), name="", version="")
     if name == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+        from normbench.report.wandb_run import make_wandb_logger
 
-        if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
-            os.environ["WANDB_MODE"] = "offline"  # wandb raises without a key and an explicit mode
-        wandb_dir = Path(cfg.results_dir) / "wandb"
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        return WandbLogger(project=cfg.logger.project, group=cfg.logger.group, entity=cfg.logger.entity,
-                           tags=[cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags],
-                           save_dir=str(wandb_dir), config=to_dict(cfg))
+        config = to_dict(cfg)
+        config["out_dir"] = str(out_dir)
+        return make_wandb_logger(cfg, config, out_dir)
     raise ConfigError(f"unknown logger '{name}'; accepted: none, csv, wandb")  # pragma: no cover
 
 
@@ -110,6 +106,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
         raise ConfigError(f"data.batch_size={bs} is larger than the {len(data.train_x)} training samples "
                           "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
+    if len(data.train_x) < 2 * cfg.trainer.devices:
+        raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,13 +118,15 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     throughput = ThroughputMonitor()
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
     all_callbacks: list[L.Callback] = [throughput, evaluator, *callbacks]
+    batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
-                               augment=cfg.data.augment)
+                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment)
     if cfg.trainer.progress_bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
 
+    logger = make_logger(cfg, out_dir)
     deterministic: bool | str = cfg.trainer.deterministic
     if accelerator != "cpu" and deterministic:
         deterministic = "warn"
@@ -140,7 +140,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         # CUDA lacks deterministic kernels for some ops (adaptive pooling backward): warn there instead.
         deterministic=deterministic,
-        logger=make_logger(cfg, out_dir),
+        logger=logger,
         callbacks=all_callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -150,7 +150,11 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=str(out_dir),
     )
-    trainer.fit(module, train_dataloaders=train_loader)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader)
+    except BaseException:
+        close_logger(logger, failed=True)
+        raise
 
     summary: dict[str, Any] = {"status": "ok"}
     for cb in all_callbacks:
@@ -188,4 +192,20 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     })
     if trainer.is_global_zero:
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        close_logger(logger, summary=summary, out_dir=out_dir)
     return RunResult(summary, out_dir, module)
+
+
+def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | None = None,
+                 failed: bool = False) -> None:
+    """End-of-run hook: W&B gets the final summary and the calibration table, then its run is finished."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    from normbench.report.wandb_run import close_failed, log_run_end
+
+    if failed:
+        close_failed(logger)
+    else:
+        log_run_end(logger, summary or {}, out_dir or Path("."))

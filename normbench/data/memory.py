@@ -46,9 +46,10 @@ class InMemoryData:
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
-               seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1) -> BatchLoader:
+               min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0,
+               world_size: int = 1) -> BatchLoader:
         x, y = self.split(split)
-        return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+        return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, min_batch=min_batch, seed=seed,
                            augment=augment, rank=rank, world_size=world_size)
 
     def to(self, device: torch.device | str) -> InMemoryData:
@@ -62,21 +63,23 @@ class BatchLoader:
     With `world_size > 1` each rank takes an equal, disjoint share of every epoch's permutation, which
     is what a DistributedSampler would give (Lightning does not shard custom iterables itself).
     `augment` applies random horizontal flips and 4-pixel-padded random crops per batch, on the device.
+    Without `drop_last`, a trailing partial batch smaller than `min_batch` is still dropped (a batch of one
+    sample is meaningless to batch-statistics norms, which then get `min_batch=2`).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1):
+                 min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.x, self.y = x, y
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last, self.min_batch = batch_size, shuffle, drop_last, min_batch
         self.augment, self.rank, self.world_size = augment, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self.per_rank = len(x) // world_size if world_size > 1 else len(x)
 
     def __len__(self) -> int:
         full, rest = divmod(self.per_rank, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return full + (1 if rest and not self.drop_last and rest >= self.min_batch else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)

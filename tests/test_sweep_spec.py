@@ -239,3 +239,14 @@ def test_shipped_sweeps_are_what_the_issue_asks():
         {"norm": "gn", "data.batch_size": 2, "seed": 1}, "/tmp/x")
     assert cfg.optim.lr == pytest.approx(1.0 * 2 / 256)  # the GN paper's linear scaling rule
     assert shlex.join(overrides).count("norm=gn") == 1
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_table_and_report_sections_are_accepted_by_the_report_commands(name):
+    from normbench.report.figures import REPORT_OPTIONS
+    from normbench.report.study import parse_report_args
+    from normbench.report.tables import TABLE_OPTIONS
+
+    table = parse_report_args([f"sweep={name}"], "table", "table", TABLE_OPTIONS)
+    assert table.options["columns"] == load_spec(name).table["columns"]
+    parse_report_args([f"sweep={name}"], "plot", "report", REPORT_OPTIONS)

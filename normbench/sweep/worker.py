@@ -179,11 +179,7 @@ class Worker:
         # Searches prune a configuration on its lead trial; its other seeds then run to the end.
         prunable = spec.pruner != "none" and (spec.is_grid or bool(trial.user_attrs.get("lead")))
         pruning = PruningCallback(trial, spec.objective, prune=prunable)
-        try:
-            result = train(cfg, callbacks=[pruning])
-        finally:
-            if cfg.logger.name == "wandb":
-                _finish_wandb()
+        result = train(cfg, callbacks=[pruning])  # finishes its W&B run: the next trial starts a new one
         summary = result.summary
         trial.set_user_attr("summary", finite_or_none(summary))
         if summary.get("status") == "diverged":
@@ -196,11 +192,3 @@ class Worker:
             return TrialState.FAIL, None, f"objective {spec.objective} is {value!r} in the summary"
         return TrialState.COMPLETE, float(value), None
 
-
-def _finish_wandb() -> None:
-    """Each trial is its own W&B run: close it, or Lightning's next WandbLogger reuses it."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()

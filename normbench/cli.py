@@ -18,6 +18,8 @@ commands:
 
 Overrides use Hydra syntax: group choices (norm=gn, model=resnet20, data=synthetic) and dotted keys
 (norm.momentum=0.01, data.batch_size=32, trainer.max_epochs=2, seed=1, out_dir=runs/x).
+`run sweep=NAME` runs the sweep configs/sweep/NAME.yaml; `sweep.<key>=...` changes its settings
+(sweep.n_workers=4, sweep.storage=postgresql://..., sweep.pruner=median, sweep.max_trials=5).
 `python -m normbench list` shows the available models, norms, datasets, sweeps and experiments."""
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -39,8 +41,13 @@ def usage() -> str:
     return USAGE.format(commands="\n".join(lines))
 
 
-@command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json")
+@command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json; "
+                "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml")
 def cmd_run(args: list[str]) -> int:
+    if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
+        from normbench.sweep import run_sweep
+
+        return run_sweep(args)
     from normbench.config import load_config
 
     cfg = load_config(args)

@@ -8,7 +8,7 @@ from normbench.models import build_model
 
 
 def _size(model_name):
-    return max(32, models.get(model_name).meta.get("min_image_size", 0))
+    return max(16, models.get(model_name).meta.get("min_image_size", 0))
 
 
 @pytest.mark.parametrize("model_name", models.available())

@@ -126,7 +126,7 @@ BAD_FILES = {
                          r"error: sweep bad: space 'optim.lr' needs low < high, got low=1, high=0"),
     "unknown_config_key": (TINY_BASE + "grid:\n  norm.momentun: [0.1]\n",
                            r"error: sweep bad \(norm.momentun=0.1 seed=0\): unknown key 'norm.momentun' for norm=bn; "
-                           r"accepted: name, momentum, eps"),
+                           r"accepted: name, momentum, keras_momentum, eps"),
     "bad_value": (TINY_BASE + "grid:\n  norm.momentum: [0.1, 2.0]\n",
                   r"error: sweep bad \(norm.momentum=2.0 seed=0\): norm 'bn': momentum must be in \[0, 1\]"),
 }

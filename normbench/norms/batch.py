@@ -40,10 +40,20 @@ def batch_norm(
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
+    accumulation_aware: bool = False,
 ) -> nn.Module:
-    """torch BatchNorm (F.batch_norm), dimension picked from the input."""
+    """torch BatchNorm (F.batch_norm), dimension picked from the input.
+
+    `accumulation_aware`: under gradient accumulation, update the running statistics once per
+    optimizer step from the pooled micro-batches (normbench.norms.accumulation).
+    """
     check_momentum("bn", momentum)
     check_eps("bn", eps)
+    if accumulation_aware:
+        from normbench.norms.accumulation import AccumulationAwareBatchNorm
+
+        return AccumulationAwareBatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
+                                          track_running_stats=track_running_stats)
     return BatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
                      track_running_stats=track_running_stats)
 

@@ -80,6 +80,20 @@ def test_tiny_network_against_numpy_with_unequal_batches():
     assert pop["bn1"].count == 10 * 4 and pop["bn2"].count == 10
 
 
+def test_many_batches_fold_into_the_totals():
+    from normbench.metrics.calibration import FOLD_EVERY
+
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(rng.uniform(-3, 3), rng.uniform(0.5, 2), size=(int(n), 3, 2, 2))
+          for n in rng.integers(1, 6, size=2 * FOLD_EVERY + 5)]
+    bn = build_norm("bn", 3).double()
+    stats = population_statistics(nn.Sequential(bn), _batches(*[torch.from_numpy(x) for x in xs]))["0"]
+    allx = np.concatenate(xs)
+    np.testing.assert_allclose(stats.mean.numpy(), allx.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(stats.var.numpy(), allx.var(axis=(0, 2, 3)), rtol=1e-12)
+    assert stats.count == allx.shape[0] * 4
+
+
 def test_float32_inputs_with_mean_far_above_std():
     # E[x^2] - E[x]^2 would cancel catastrophically here; the shifted sums keep the variance accurate.
     torch.manual_seed(0)

@@ -45,6 +45,7 @@ from torch import nn
 
 REL_EPS = 1e-8  # keeps mean_rel_err finite for a layer whose population mean is exactly zero
 DEFAULT_EPS = 1e-5  # for layers without an `eps` attribute (torch's BatchNorm default)
+FOLD_EVERY = 32  # batches of (N, C) partial sums kept before folding them into the float64 totals
 FIGURES = ("mean_rel_err", "var_log_ratio", "kl")
 
 
@@ -97,40 +98,56 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 class _ChannelMoments:
     """Per-channel moments over all non-channel dimensions of a layer's inputs, batch after batch.
 
-    Shifted sums: each batch adds sum(x - s) and sum((x - s)^2) per channel, s being the first batch's
-    channel means, so the float64 totals do not cancel catastrophically when |mean| >> std. Sums over
-    the contiguous spatial axis come first (a fast reduction on CPU, unlike torch.var_mean over the
-    strided (N, H, W) dims), then over the batch in float64.
+    Shifted sums: each batch contributes per-(sample, channel) sums of (x - s) and (x - s)^2, s being
+    the first batch's channel means, so the totals do not cancel catastrophically when |mean| >> std.
+    Sums run over the contiguous spatial axis (fast on CPU, unlike torch.var_mean over the strided
+    (N, H, W) dims); the (N, C) partial sums are kept and added up over samples in float64 at the end.
+    Four tensor ops per batch keep the hook cheap next to the layer's own work.
     """
 
     def __init__(self) -> None:
-        self.count = 0.0
         self.shift: torch.Tensor | None = None
-        self.s1: torch.Tensor | None = None
-        self.s2: torch.Tensor | None = None
+        self._s1: list[torch.Tensor] = []
+        self._s2: list[torch.Tensor] = []
+        self._t1: torch.Tensor | float = 0.0  # float64 totals of the partial sums folded so far
+        self._t2: torch.Tensor | float = 0.0
+        self._count = 0
 
     def add_input(self, x: torch.Tensor) -> bool:
-        x = _as_float(x.detach())
-        v = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, L)
-        n = v.shape[0] * v.shape[2]
+        v = _as_float(x.detach()).reshape(x.shape[0], x.shape[1], -1)  # (N, C, L)
         if self.shift is None:
-            self.shift = (v.sum(2).double().sum(0) / n).to(v.dtype)
-            self.s1 = torch.zeros_like(self.shift, dtype=torch.float64)
-            self.s2 = torch.zeros_like(self.shift, dtype=torch.float64)
-        d = v - self.shift[None, :, None]
-        self.s1 += d.sum(2).double().sum(0)
-        self.s2 += d.square().sum(2).double().sum(0)
-        self.count += n
+            self.shift = (v.sum(2).double().sum(0) / (v.shape[0] * v.shape[2])).to(v.dtype)[:, None]
+        d = v - self.shift
+        self._s1.append(d.sum(2))
+        self._s2.append(d.mul_(d).sum(2))
+        self._count += v.shape[0] * v.shape[2]
+        if len(self._s1) >= FOLD_EVERY:
+            self._fold()
         return True
+
+    def _fold(self) -> None:
+        if self._s1:
+            self._t1 = self._t1 + torch.cat(self._s1).double().sum(0)
+            self._t2 = self._t2 + torch.cat(self._s2).double().sum(0)
+            self._s1, self._s2 = [], []
+
+    @property
+    def count(self) -> float:
+        return float(self._count)
+
+    def _totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._fold()
+        return self._t1 / self._count, self._t2 / self._count
 
     @property
     def mean(self) -> torch.Tensor:
-        return self.shift.double() + self.s1 / self.count
+        return self.shift[:, 0].double() + self._totals()[0]
 
     @property
     def var(self) -> torch.Tensor:
         """Biased (population) variance."""
-        return (self.s2 / self.count - (self.s1 / self.count).square()).clamp_min(0.0)
+        m1, m2 = self._totals()
+        return (m2 - m1.square()).clamp_min(0.0)
 
 
 class _InstanceMoments:

@@ -18,6 +18,8 @@ commands:
 
 Overrides use Hydra syntax: group choices (norm=gn, model=resnet20, data=synthetic) and dotted keys
 (norm.momentum=0.01, data.batch_size=32, trainer.max_epochs=2, seed=1, out_dir=runs/x).
+`run sweep=NAME` runs the sweep configs/sweep/NAME.yaml; `sweep.<key>=...` changes its settings
+(sweep.n_workers=4, sweep.storage=postgresql://..., sweep.pruner=median, sweep.max_trials=5).
 `python -m normbench list` shows the available models, norms, datasets, sweeps and experiments."""
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -39,8 +41,13 @@ def usage() -> str:
     return USAGE.format(commands="\n".join(lines))
 
 
-@command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json")
+@command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json; "
+                "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml")
 def cmd_run(args: list[str]) -> int:
+    if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
+        from normbench.sweep import run_sweep
+
+        return run_sweep(args)
     from normbench.config import load_config
 
     cfg = load_config(args)
@@ -68,6 +75,42 @@ def cmd_list(args: list[str]) -> int:
     }
     for kind, names in rows.items():
         print(f"{kind}: {', '.join(names) if names else '(none)'}")
+    return 0
+
+
+@command("table", "write <results_dir>/<sweep>/table.md and table.tex from a stored sweep (never re-trains)")
+def cmd_table(args: list[str]) -> int:
+    from normbench.report.study import load_results, parse_report_args
+    from normbench.report.tables import TABLE_OPTIONS, write_tables
+
+    ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
+    for path in write_tables(load_results(ref), ref.options, ref.out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+@command("plot", "write PNG/PDF figures under <results_dir>/<sweep>/figures/ from a stored sweep")
+def cmd_plot(args: list[str]) -> int:
+    from normbench.report.figures import REPORT_OPTIONS, write_figures
+    from normbench.report.study import load_results, parse_report_args
+
+    ref = parse_report_args(args, "plot", "report", REPORT_OPTIONS)
+    paths, skipped = write_figures(load_results(ref), ref.options, ref.out_dir / "figures")
+    for path in paths:
+        print(f"wrote {path}")
+    for fig in skipped:
+        print(f"skipped {fig.name}: {fig.skipped}")
+    return 0
+
+
+@command("dashboard", "create/update the sweep's W&B report (offline: <results_dir>/<sweep>/dashboard.html)")
+def cmd_dashboard(args: list[str]) -> int:
+    from normbench.report.dashboard import publish
+    from normbench.report.figures import REPORT_OPTIONS
+    from normbench.report.study import load_results, parse_report_args
+
+    ref = parse_report_args(args, "dashboard", "report", REPORT_OPTIONS)
+    print(publish(load_results(ref), ref))
     return 0
 
 

@@ -158,7 +158,27 @@ def _groups() -> list[str]:
     return [*[n for n, s in SECTIONS.items() if s.group], *PRESET_GROUPS, *EXTRA_GROUPS]
 
 
-EXTRA_GROUPS: list[str] = []  # groups owned by later features (e.g. sweep)
+EXTRA_GROUPS: list[str] = ["sweep"]  # groups owned by later features (e.g. sweep)
+# Groups that select what the command runs rather than part of one run's config (sweep=NAME: a sweep
+# of many runs, see normbench.sweep); the CLI hands them to their runner before composing.
+RUNNER_GROUPS = ("sweep",)
+
+
+def check_group_choice(group: str, value: object) -> str:
+    """The file name in configs/<group>/ that `value` selects (registry aliases accepted).
+
+    Raises:
+        ConfigError: no such file; the message lists the accepted names.
+    """
+    choices = group_choices(group)
+    if value in choices:
+        return str(value)
+    section = SECTIONS.get(group)
+    if section is not None and section.registry is not None and str(value) in section.registry:
+        canonical = section.registry.get(str(value)).name
+        if canonical in choices:
+            return canonical
+    raise ConfigError(f"unknown {group} '{value}'; accepted: {', '.join(choices) or '(none)'}")
 
 
 def _prepare_overrides(overrides: list[str]) -> list[str]:
@@ -178,17 +198,15 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
             raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
         if key in groups and ov.package is None and text[0] not in "+~":
             value = ov.value()
-            choices = group_choices(key)
-            if value is None or value in choices:
+            if value is None:
                 out.append(text)
                 continue
-            section = SECTIONS.get(key)
-            if section is not None and section.registry is not None and str(value) in section.registry:
-                canonical = section.registry.get(str(value)).name
-                if canonical in choices:
-                    out.append(f"{key}={canonical}")
-                    continue
-            raise ConfigError(f"unknown {key} '{value}'; accepted: {', '.join(choices)}")
+            choice = check_group_choice(key, value)
+            if key in RUNNER_GROUPS:
+                raise ConfigError(f"{key}={choice} is run by `python -m normbench run {key}={choice}`; "
+                                  "load_config composes the config of a single run")
+            out.append(text if choice == value else f"{key}={choice}")
+            continue
         if text[0] in "+~":
             out.append(text)
         else:

@@ -56,9 +56,14 @@ def finite_or_none(obj: Any) -> Any:
 
 def write_json_atomic(path: Path | str, obj: Any) -> Path:
     """Writes `obj` as JSON via a temp file in the same folder + rename: readers never see half a file."""
+    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Writes `text` via a temp file in the same folder + rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -6,6 +6,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +24,9 @@ from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.lit.accumulation import accumulation_callbacks
 from normbench.lit.calibration import calibration_callbacks
 from normbench.models import build_model
+from normbench.norms import NORMS
+from normbench.norms.momentum import running_stats_fields
+from normbench.norms.sync import use_torch_sync_batchnorm
 from normbench.records import git_info, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
@@ -49,6 +54,40 @@ def quiet_lightning() -> None:
 def default_out_dir(cfg: DictConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     return Path("runs") / f"{stamp}-{cfg.model.name}-{cfg.norm.name}-{cfg.data.name}-s{cfg.seed}"
+
+
+# --- data-parallel runs (trainer.devices > 1) ---------------------------------------------------------
+# Lightning's DDP launcher re-runs this process's command once per extra rank; those processes inherit
+# rank 0's environment, through which they learn rank 0's (timestamped) default out_dir.
+RUN_DIR_ENV = "NORMBENCH_DDP_RUN_DIR"
+
+
+def run_out_dir(cfg: DictConfig) -> Path:
+    """`cfg.out_dir`, else a new default one; a rank > 0 of a DDP run takes rank 0's."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+        return Path(inherited)
+    return default_out_dir(cfg)
+
+
+@contextmanager
+def shared_run_dir(out_dir: Path, devices: int) -> Iterator[None]:
+    """Exposes `out_dir` to the rank processes launched during `trainer.fit`, and only then."""
+    if devices == 1 or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(out_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+# ----------------------------------------------------------------------------------------------------------
 
 
 def load_run_data(cfg: DictConfig, device: torch.device | str = "cpu") -> InMemoryData:
@@ -79,15 +118,11 @@ def make_logger(cfg: DictConfig, out_dir: Path):
 
         return CSVLogger(save_dir=str(out_dir), name="", version="")
     if name == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+        from normbench.report.wandb_run import make_wandb_logger
 
-        if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
-            os.environ["WANDB_MODE"] = "offline"  # wandb raises without a key and an explicit mode
-        wandb_dir = Path(cfg.results_dir) / "wandb"
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        return WandbLogger(project=cfg.logger.project, group=cfg.logger.group, entity=cfg.logger.entity,
-                           tags=[cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags],
-                           save_dir=str(wandb_dir), config=to_dict(cfg))
+        config = to_dict(cfg)
+        config["out_dir"] = str(out_dir)
+        return make_wandb_logger(cfg, config, out_dir)
     raise ConfigError(f"unknown logger '{name}'; accepted: none, csv, wandb")  # pragma: no cover
 
 
@@ -112,8 +147,10 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
         raise ConfigError(f"data.batch_size={bs} is larger than the {len(data.train_x)} training samples "
                           "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
+    if len(data.train_x) < 2 * cfg.trainer.devices:
+        raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    out_dir = run_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
     resolved["out_dir"] = str(out_dir)
@@ -125,13 +162,16 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     # calibration adds its per-epoch figures to the evaluator's history records.
     all_callbacks: list[L.Callback] = [throughput, *accumulation_callbacks(net), evaluator,
                                        *calibration_callbacks(cfg, data, evaluator, out_dir), *callbacks]
+    batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
+    # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
-                               augment=cfg.data.augment)
+                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True)
     if cfg.trainer.progress_bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
 
+    logger = make_logger(cfg, out_dir)
     deterministic: bool | str = cfg.trainer.deterministic
     if accelerator != "cpu" and deterministic:
         deterministic = "warn"
@@ -145,7 +185,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         # CUDA lacks deterministic kernels for some ops (adaptive pooling backward): warn there instead.
         deterministic=deterministic,
-        logger=make_logger(cfg, out_dir),
+        logger=logger,
         callbacks=all_callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -154,8 +194,15 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         limit_val_batches=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),
         default_root_dir=str(out_dir),
+        # sync_bn on GPUs: torch's nn.SyncBatchNorm (it raises on CPU, where normbench's own layer runs)
+        sync_batchnorm=use_torch_sync_batchnorm(cfg.norm.name, accelerator, cfg.trainer.devices),
     )
-    trainer.fit(module, train_dataloaders=train_loader)
+    try:
+        with shared_run_dir(out_dir, cfg.trainer.devices):
+            trainer.fit(module, train_dataloaders=train_loader)
+    except BaseException:
+        close_logger(logger, failed=True)
+        raise
 
     summary: dict[str, Any] = {"status": "ok"}
     for cb in all_callbacks:
@@ -175,6 +222,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "dataset": cfg.data.name,
         "batch_size": bs,
         "norm_batch_size": norm_batch_size(cfg),
+        **running_stats_fields(cfg, net),
         "accumulate_grad_batches": k,
         "devices": devices,
         "effective_batch_size": bs * k * devices,
@@ -193,4 +241,20 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     })
     if trainer.is_global_zero:
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        close_logger(logger, summary=summary, out_dir=out_dir)
     return RunResult(summary, out_dir, module)
+
+
+def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | None = None,
+                 failed: bool = False) -> None:
+    """End-of-run hook: W&B gets the final summary and the calibration table, then its run is finished."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    from normbench.report.wandb_run import close_failed, log_run_end
+
+    if failed:
+        close_failed(logger)
+    else:
+        log_run_end(logger, summary or {}, out_dir or Path("."))

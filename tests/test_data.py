@@ -17,7 +17,8 @@ from tests.conftest import requires_fmnist
 def write_idx(path, array, gz=True):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(data)
 
 
 @pytest.fixture
@@ -48,14 +49,16 @@ def test_idx_reader_roundtrip(fake_fmnist):
 
 def test_idx_bad_magic(tmp_path):
     path = tmp_path / "bad.gz"
-    gzip.open(path, "wb").write(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
+    with gzip.open(path, "wb") as f:
+        f.write(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
     with pytest.raises(ConfigError, match="not an IDX file of unsigned bytes"):
         read_idx(path)
 
 
 def test_idx_truncated(tmp_path):
     path = tmp_path / "t.gz"
-    gzip.open(path, "wb").write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"abc")
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"abc")
     with pytest.raises(ConfigError, match="truncated"):
         read_idx(path)
 
@@ -143,5 +146,12 @@ def test_augmentation_keeps_shape_and_is_seeded():
 def test_real_fashion_mnist_from_system_path():
     data = load_data("fashion_mnist", train_subset=1000, test_subset=500)
     assert data.train_x.shape == (1000, 1, 28, 28) and data.test_x.shape == (500, 1, 28, 28)
-    assert 0.0 <= float(data.train_x.min()) and float(data.train_x.max()) <= 1.0
+    assert float(data.train_x.min()) >= 0.0 and float(data.train_x.max()) <= 1.0
     assert set(data.train_y.tolist()) == set(range(10))
+
+
+def test_trailing_single_sample_batch_dropped_for_batch_stat_norms():
+    x = torch.zeros(9, 1, 2, 2)
+    y = torch.zeros(9, dtype=torch.long)
+    assert [len(b[1]) for b in BatchLoader(x, y, 4, shuffle=False, drop_last=False, min_batch=2)] == [4, 4]
+    assert [len(b[1]) for b in BatchLoader(x, y, 4, shuffle=False, drop_last=False)] == [4, 4, 1]

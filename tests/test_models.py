@@ -52,18 +52,28 @@ def test_groups_error_names_layer():
         build_model("lenet", "gn", norm_options={"groups": 4})
 
 
-@pytest.mark.parametrize("norm_name", ["bn", "none", "gn"])
-def test_zero_init_residual_makes_blocks_identity(norm_name):
-    net = build_model("resnet20", norm_name, 10, 3, 32, zero_init_residual=True)
-    net.eval()
+# every norm, plus norms without a learnable scale (the block's last conv is zeroed instead)
+ZERO_INIT_CASES = [(n, {}) for n in norms.available()] + [
+    ("bn", {"affine": False}), ("gn", {"affine": False}), ("in", {"affine": False}), ("rms", {"affine": False}),
+    ("gn_ws", {"affine": False})]
+
+
+@pytest.mark.parametrize(("norm_name", "norm_options"), ZERO_INIT_CASES)
+def test_zero_init_residual_makes_blocks_identity(norm_name, norm_options):
+    net = build_model("resnet20", norm_name, 10, 3, 32, norm_options=norm_options, zero_init_residual=True)
     block = net.layers[0][0]
-    x = torch.randn(2, 16, 8, 8).relu()
-    torch.testing.assert_close(block(x), x)
+    x = torch.randn(4, 16, 8, 8).relu()
+    for mode in (False, True):
+        net.train(mode)
+        torch.testing.assert_close(block(x), x)
 
 
-def test_norm_layers_initialized_to_identity_affine():
-    net = build_model("resnet20", "gn", 10, 3, 32)
+@pytest.mark.parametrize("norm_name", norms.available())
+def test_norm_layers_initialized_to_identity_affine(norm_name):
+    net = build_model("resnet20", norm_name, 10, 3, 32)
     for site in net.norm_sites:
         m = net.get_submodule(site)
-        assert torch.equal(m.weight, torch.ones_like(m.weight))
-        assert torch.equal(m.bias, torch.zeros_like(m.bias))
+        for name, value in (("weight", 1.0), ("bias", 0.0)):
+            tensor = getattr(m, name, None)
+            if tensor is not None:
+                assert torch.equal(tensor, torch.full_like(tensor, value)), (site, name)

@@ -46,10 +46,11 @@ class InMemoryData:
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
-               seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1) -> BatchLoader:
+               min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
+               distributed: bool = False) -> BatchLoader:
         x, y = self.split(split)
-        return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
-                           augment=augment, rank=rank, world_size=world_size)
+        return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, min_batch=min_batch, seed=seed,
+                           augment=augment, rank=rank, world_size=world_size, distributed=distributed)
 
     def to(self, device: torch.device | str) -> InMemoryData:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
@@ -59,30 +60,65 @@ class InMemoryData:
 class BatchLoader:
     """Iterates (x, y) batches of resident tensors; a new seeded permutation every epoch.
 
-    With `world_size > 1` each rank takes an equal, disjoint share of every epoch's permutation, which
-    is what a DistributedSampler would give (Lightning does not shard custom iterables itself).
+    With `world_size > 1` each rank takes an equal, disjoint share of every epoch's permutation (samples
+    rank, rank + world_size, ...), which is what a DistributedSampler would give (Lightning does not
+    shard custom iterables itself). With `distributed=True` the rank and world size are those of the
+    default process group, read at each `len()` and `iter()`: a Lightning DDP run creates the group
+    after the loader, and before that (or without one) the loader is unsharded. Every rank seeds the
+    same permutation, so the ranks' batches of one step are together the batch a single process with
+    `world_size` times the batch size would draw.
     `augment` applies random horizontal flips and 4-pixel-padded random crops per batch, on the device.
+    Without `drop_last`, a trailing partial batch smaller than `min_batch` is still dropped (a batch of one
+    sample is meaningless to batch-statistics norms, which then get `min_batch=2`).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1):
+                 min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
+                 distributed: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if distributed and (rank, world_size) != (0, 1):
+            raise ValueError("give rank/world_size or distributed=True, not both")
         self.x, self.y = x, y
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.augment, self.rank, self.world_size = augment, rank, world_size
+        self.batch_size, self.shuffle, self.drop_last, self.min_batch = batch_size, shuffle, drop_last, min_batch
+        self.augment, self.distributed = augment, distributed
+        self._rank, self._world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
-        self.per_rank = len(x) // world_size if world_size > 1 else len(x)
+
+    @property
+    def rank(self) -> int:
+        return self.shard()[0]
+
+    @property
+    def world_size(self) -> int:
+        return self.shard()[1]
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) this loader serves now."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                return dist.get_rank(), dist.get_world_size()
+        return self._rank, self._world_size
+
+    @property
+    def per_rank(self) -> int:
+        world_size = self.world_size
+        return len(self.x) // world_size if world_size > 1 else len(self.x)
 
     def __len__(self) -> int:
         full, rest = divmod(self.per_rank, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return full + (1 if rest and not self.drop_last and rest >= self.min_batch else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
+        rank, world_size = self.shard()
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            order = order[self.rank: self.per_rank * self.world_size: self.world_size]
+        if world_size > 1:
+            order = order[rank: self.per_rank * world_size: world_size]
         order = order.to(self.x.device)
         b = self.batch_size
         for i in range(len(self)):

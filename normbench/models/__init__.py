@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from normbench.models.registry import MODELS, NormSlot, register_model
-from normbench.norms import norm_factory
+from normbench.norms import NORMS, norm_factory
 
 # Importing the family modules fills the registry.
 from normbench.models import lenet as _lenet  # noqa: E402,F401  isort: skip
@@ -44,7 +44,9 @@ def build_model(
     The architecture is first built with placeholder slots that record each site's channel count;
     each slot is then replaced by the real norm, so an error (e.g. GroupNorm groups that do not divide
     a layer's channels) names the layer. Norm layers keep their own initialization (weight 1, bias 0
-    where they have them); the model's `init_after_norms` hook (zero_init_residual) runs last.
+    where they have them). A norm whose registry entry has a `conv_transform` (gn_ws: weight
+    standardization) then gets it applied to every nn.Conv2d; the model's `init_after_norms` hook
+    (zero_init_residual) runs last.
     """
     entry = MODELS.get(name)
     factory = norm_factory(norm, **(norm_options or {})) if isinstance(norm, str) else norm
@@ -61,11 +63,26 @@ def build_model(
             except ValueError as e:
                 raise ValueError(f"{e} (layer '{site}' of {entry.name})") from None
             model.set_submodule(site, layer)
+    apply_conv_transform(model, factory)
     hook = getattr(model, "init_after_norms", None)
     if hook is not None:
         hook()
     model.norm_sites = sites  # type: ignore[assignment]
     return model
+
+
+def apply_conv_transform(model: nn.Module, factory: Callable[[int], nn.Module]) -> None:
+    """Replaces every nn.Conv2d of `model` by the norm entry's `conv_transform(conv, options)`, if it has one.
+
+    Only factories made by `norm_factory` (which carry `norm_name` and `options`) name an entry.
+    """
+    name = getattr(factory, "norm_name", None)
+    transform = NORMS.get(name).meta.get("conv_transform") if name is not None else None
+    if transform is None:
+        return
+    options = dict(getattr(factory, "options", {}))
+    for site, conv in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]:
+        model.set_submodule(site, transform(conv, options))
 
 
 def norm_sites_of(model: nn.Module) -> list[tuple[str, nn.Module]]:

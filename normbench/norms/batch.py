@@ -1,7 +1,8 @@
 """BatchNorm: torch's layer (1d/2d picked from the input) and a from-scratch twin.
 
 PyTorch conventions throughout: `momentum` is the weight of the *new* batch statistic in the running
-average (0.1 here equals Keras' 0.9); `momentum=None` is a cumulative moving average; the running
+average (0.1 here equals Keras' 0.9; `keras_momentum=0.9` is accepted instead, see momentum.py);
+`momentum=None` is a cumulative moving average; the running
 variance is updated with the unbiased (Bessel-corrected) batch variance while the output is
 normalized with the biased one.
 """
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normbench.norms.momentum import resolve_momentum
 from normbench.norms.registry import register_norm
 
 
@@ -37,6 +39,7 @@ class BatchNorm(_BatchNorm):
 def batch_norm(
     num_channels: int,
     momentum: float | None = 0.1,
+    keras_momentum: float | None = None,
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
@@ -47,6 +50,7 @@ def batch_norm(
     `accumulation_aware`: under gradient accumulation, update the running statistics once per
     optimizer step from the pooled micro-batches (normbench.norms.accumulation).
     """
+    momentum = resolve_momentum("bn", momentum, keras_momentum)
     check_momentum("bn", momentum)
     check_eps("bn", eps)
     if accumulation_aware:
@@ -132,11 +136,13 @@ class ScratchBatchNorm(nn.Module):
 def scratch_batch_norm(
     num_channels: int,
     momentum: float | None = 0.1,
+    keras_momentum: float | None = None,
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
 ) -> nn.Module:
     """From-scratch BatchNorm in tensor ops; numerically equal to `bn`."""
+    momentum = resolve_momentum("bn_scratch", momentum, keras_momentum)
     check_momentum("bn_scratch", momentum)
     check_eps("bn_scratch", eps)
     return ScratchBatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,

@@ -14,12 +14,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from normbench.norms.batch import check_eps, check_momentum
+from normbench.norms.momentum import resolve_momentum
 from normbench.norms.registry import register_norm
 
 
 def default_groups(num_channels: int, max_groups: int = 32) -> int:
     """Largest divisor of `num_channels` not above `max_groups` (works for every layer width)."""
     return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+
+
+def resolve_groups(norm: str, num_channels: int, groups: int | None, channels_per_group: int | None) -> int:
+    """The group count from `groups` or `channels_per_group` (default: `default_groups`); ValueError if unusable."""
+    if groups is not None and channels_per_group is not None:
+        raise ValueError(f"norm '{norm}': give groups or channels_per_group, not both")
+    if channels_per_group is not None:
+        if channels_per_group < 1 or num_channels % channels_per_group:
+            raise ValueError(f"norm '{norm}': channels_per_group={channels_per_group} does not divide "
+                             f"num_channels={num_channels}")
+        groups = num_channels // channels_per_group
+    if groups is None:
+        groups = default_groups(num_channels)
+    if groups < 1 or num_channels % groups:
+        raise ValueError(f"norm '{norm}': groups={groups} does not divide num_channels={num_channels}")
+    return groups
 
 
 @register_norm("gn", aliases=("groupnorm", "group_norm"))
@@ -32,18 +49,8 @@ def group_norm(
 ) -> nn.Module:
     """GroupNorm; `groups` defaults to the largest divisor of C not above 32."""
     check_eps("gn", eps)
-    if groups is not None and channels_per_group is not None:
-        raise ValueError("norm 'gn': give groups or channels_per_group, not both")
-    if channels_per_group is not None:
-        if channels_per_group < 1 or num_channels % channels_per_group:
-            raise ValueError(f"norm 'gn': channels_per_group={channels_per_group} does not divide "
-                             f"num_channels={num_channels}")
-        groups = num_channels // channels_per_group
-    if groups is None:
-        groups = default_groups(num_channels)
-    if groups < 1 or num_channels % groups:
-        raise ValueError(f"norm 'gn': groups={groups} does not divide num_channels={num_channels}")
-    return nn.GroupNorm(groups, num_channels, eps=eps, affine=affine)
+    return nn.GroupNorm(resolve_groups("gn", num_channels, groups, channels_per_group), num_channels, eps=eps,
+                        affine=affine)
 
 
 class LayerNorm2d(nn.GroupNorm):
@@ -116,9 +123,11 @@ def instance_norm(
     affine: bool = True,
     track_running_stats: bool = False,
     momentum: float | None = 0.1,
+    keras_momentum: float | None = None,
 ) -> nn.Module:
     """InstanceNorm (per sample and channel over H, W); LayerNorm over C on (N, C) inputs."""
     check_eps("in", eps)
+    momentum = resolve_momentum("in", momentum, keras_momentum)
     check_momentum("in", momentum)
     return InstanceNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
                         track_running_stats=track_running_stats)

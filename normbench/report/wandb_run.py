@@ -1,0 +1,124 @@
+"""Weights & Biases logging of one run: the Lightning logger `logger=wandb` builds, and the end-of-run hook.
+
+A run is logged with its whole resolved config (top-level keys `norm`, `data`, ... so W&B can group by
+`norm.name`), per-epoch metrics (from normbench's EpochEvaluator through Lightning), the final summary
+record and, when the calibration callback wrote `<out_dir>/calibration.json`, its per-layer errors as a
+wandb.Table. Project `logger.project` (default normbench), group `logger.group` or the sweep's name, tags
+model, norm and dataset. Without an API key (environment or netrc) and without WANDB_MODE, the run is
+offline (wandb 0.31 would otherwise raise a UsageError) and is written under `<results_dir>/wandb/`;
+upload it later with `wandb sync <results_dir>/wandb/wandb/offline-run-*`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from normbench.report.wandb_env import has_api_key
+
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_COLUMNS = ["epoch", "layer", "channels", "mean_rel_err", "var_log_ratio", "kl"]
+# Summary fields logged elsewhere: the config (the run config) and the per-epoch history (the run history).
+_NOT_SCALAR = ("history", "config")
+
+
+def sweep_group(cfg: DictConfig) -> str | None:
+    """`logger.group`, else the name of the sweep the run belongs to (a `sweep.name` config key), else None."""
+    if cfg.logger.get("group"):
+        return str(cfg.logger.group)
+    sweep = cfg.get("sweep")
+    if isinstance(sweep, (dict, DictConfig)) and sweep.get("name"):
+        return str(sweep.get("name"))
+    return None
+
+
+class NormbenchWandbLogger(WandbLogger):
+    """WandbLogger whose hyperparameters are the run config itself, not wrapped in a `config` key.
+
+    The Classifier saves `{"config": resolved}` as its hparams; logging that as is would nest every key
+    under `config.` and duplicate what `wandb.init(config=...)` already holds.
+    """
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        if isinstance(params, dict) and set(params) == {"config"} and isinstance(params["config"], dict):
+            params = params["config"]
+        super().log_hyperparams(params)
+
+
+def make_wandb_logger(cfg: DictConfig, config: dict[str, Any], out_dir: Path) -> NormbenchWandbLogger:
+    """The Lightning logger for `logger=wandb`; offline when no key and no WANDB_MODE are set."""
+    offline = not has_api_key() and not os.environ.get("WANDB_MODE")
+    save_dir = Path(cfg.results_dir) / "wandb"
+    save_dir.mkdir(parents=True, exist_ok=True)
+    group = sweep_group(cfg)
+    tags = list(dict.fromkeys([cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags]))
+    return NormbenchWandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=group, tags=tags,
+        name=f"{group}-{out_dir.name}" if group else out_dir.name, save_dir=str(save_dir), offline=offline,
+        config=config, settings={"silent": True} if offline else None,
+    )
+
+
+def flat_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The summary's scalar fields as W&B run-summary entries; nested mappings (`versions`) become dotted keys.
+
+    The config (logged as the run config) and lists such as the per-epoch history are left out.
+    """
+    out: dict[str, Any] = {}
+    for k, v in summary.items():
+        if not prefix and k in _NOT_SCALAR:
+            continue
+        if isinstance(v, dict):
+            out.update(flat_summary(v, f"{prefix}{k}."))
+        elif v is None or isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def calibration_rows(out_dir: Path) -> list[list[Any]] | None:
+    """Rows of `<out_dir>/calibration.json` (one per epoch and layer), None when the file is absent."""
+    path = Path(out_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    rows = []
+    for epoch in data.get("epochs", []):
+        for layer in epoch.get("layers", []):
+            rows.append([epoch.get("epoch"), *(layer.get(c) for c in CALIBRATION_COLUMNS[1:])])
+    return rows
+
+
+def log_run_end(logger: WandbLogger, summary: dict[str, Any], out_dir: Path) -> None:
+    """End-of-run hook: the final summary and the calibration table go to the W&B run, then it is finished.
+
+    Finishing matters when several runs share a process (sweeps, tests): the next `wandb.init` starts a
+    new run instead of appending to this one.
+    """
+    import wandb
+
+    run = logger.experiment
+    run.summary.update(flat_summary(summary))
+    try:
+        rows = calibration_rows(out_dir)
+    except (OSError, ValueError, AttributeError) as e:  # a malformed file must not lose the run's other records
+        warnings.warn(f"calibration table not logged to W&B: cannot read {out_dir / CALIBRATION_FILE}: {e}",
+                      stacklevel=2)
+        rows = None
+    if rows:
+        run.log({"calibration/layers": wandb.Table(columns=CALIBRATION_COLUMNS, data=rows)})
+    run.finish(exit_code=0)  # a diverged run is a result, not a crash: its status is in the summary
+
+
+def close_failed(logger: Any) -> None:
+    """Marks the W&B run failed after an exception in training (no-op for other loggers)."""
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger._experiment.finish(exit_code=1)

@@ -1,0 +1,309 @@
+"""From a sweep spec and the command line to each trial's run config, checked before anything runs.
+
+A trial's config is exactly what `python -m normbench run <overrides>` composes for
+
+    trainer.progress_bar=false  <sweep base>  <command-line overrides>  <trial params>  out_dir=<trial dir>
+
+so every trial can be reproduced with one command (stored as the trial's `command` user attribute).
+`make_plan` composes the base config and every grid combination (and the bounds or choices of every
+searched distribution) once, so a bad key or value fails with one line before the study is touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from normbench.errors import ConfigError
+from normbench.sweep.spec import SweepSpec
+
+_NAME_RE = re.compile(r"^[\w.-]+$")
+_BARE_RE = re.compile(r"^[\w./:@+-]+$")
+
+# Keys that do not change a trial's numbers: allowed to differ when a study is resumed.
+NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def _parses_as(text: str) -> Any:
+    """What Hydra reads for an unquoted override value (None when it cannot parse it)."""
+    try:
+        return _parser().parse_overrides([f"k={text}"])[0].value()
+    except Exception:  # noqa: BLE001 - not parseable unquoted: quote it
+        return None
+
+
+def format_value(value: Any) -> str:
+    """A JSON-like value in Hydra override syntax (round-trips through Hydra's parser)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if "\\" in value or "${" in value:
+            raise ConfigError(f"value {value!r}: backslashes and ${{...}} cannot be passed as an override")
+        if _BARE_RE.match(value) and _parses_as(value) == value:  # paths and names stay readable
+            return value
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"value {value!r} of type {type(value).__name__} cannot be passed as an override")
+
+
+def is_group_key(key: str) -> bool:
+    from normbench.config import SECTIONS
+
+    section = SECTIONS.get(key)
+    return section is not None and section.group
+
+
+def format_override(key: str, value: Any) -> str:
+    """`key=value` for Hydra; group choices (norm=gn) are written bare, as a user would type them."""
+    if is_group_key(key) and isinstance(value, str):
+        if not _NAME_RE.match(value):
+            raise ConfigError(f"{key}: {value!r} is not a config file name")
+        return f"{key}={value}"
+    return f"{key}={format_value(value)}"
+
+
+def read_key(cfg: DictConfig, key: str) -> Any:
+    """The value a composed config holds for a swept key (`norm` -> the norm's canonical name)."""
+    if is_group_key(key):
+        return cfg[key].name
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def config_id(params: dict[str, Any]) -> str:
+    """Groups the seeds of one configuration: a stable short hash of the params without the seed."""
+    return stable_hash({k: v for k, v in params.items() if k != "seed"})
+
+
+def point_key(params: dict[str, Any]) -> str:
+    """Identifies one trial's point (params with the seed): the exactly-once unit."""
+    return stable_hash(params, 16)
+
+
+def _override_key(text: str) -> str:
+    return text.lstrip("+~").split("=", 1)[0]
+
+
+@dataclass
+class TrialComposer:
+    """Composes trial configs: base < command line < trial params (see the module docstring)."""
+
+    spec: SweepSpec
+    run_overrides: list[str]
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        swept = set(self.spec.swept_keys)
+        user_keys = {_override_key(o) for o in self.run_overrides}
+        for key in user_keys:
+            if key in swept:
+                raise ConfigError(f"'{key}' is swept by sweep {self.spec.name}; remove the override "
+                                  f"(or edit configs/sweep/{self.spec.name}.yaml)")
+            if key == "out_dir":
+                raise ConfigError(f"out_dir is set per trial (<results_dir>/{self.spec.name}/trials/<number>); "
+                                  "set results_dir instead")
+        self.user_keys = user_keys
+        self.base_overrides = [format_override(k, v) for k, v in self.spec.base.items() if k not in user_keys]
+        self.defaults = [] if "trainer.progress_bar" in user_keys else ["trainer.progress_bar=false"]
+        self._composed: dict[str, dict[str, Any]] = {}
+
+    def add_override(self, text: str) -> None:
+        """An override the sweep adds after the command line's (e.g. logger.group)."""
+        self.extra.append(text)
+        self._composed.clear()
+
+    def overrides(self, params: dict[str, Any], out_dir: str | Path | None = None) -> list[str]:
+        ovs = [*self.defaults, *self.base_overrides, *self.run_overrides, *self.extra]
+        ovs += [format_override(k, v) for k, v in params.items()]
+        if out_dir is not None:
+            ovs.append(f"out_dir={format_value(str(out_dir))}")
+        return ovs
+
+    def compose(self, params: dict[str, Any], out_dir: str | Path | None = None) -> tuple[DictConfig, list[str]]:
+        """The validated run config for `params`, and the overrides that reproduce it.
+
+        Equal to `load_config(overrides)`, but Hydra composes once per choice of config files (the
+        group keys among `params`, e.g. norm=gn); value params are then set on a copy, as Hydra's
+        `++key=value` would. Composing takes 0.1-0.2 s, a large part of a tiny trial's overhead.
+        """
+        from normbench.config import compose, validate
+
+        groups = {k: v for k, v in params.items() if is_group_key(k)}
+        cache_key = stable_hash(groups)
+        if cache_key not in self._composed:
+            self._composed[cache_key] = compose(self.overrides(groups))
+        raw = copy.deepcopy(self._composed[cache_key])
+        for key, value in params.items():
+            if key not in groups:
+                _set_dotted(raw, key, value)
+        if out_dir is not None:
+            raw["out_dir"] = str(out_dir)
+        cfg = validate(raw)
+        ovs = self.overrides(params, out_dir)
+        if self.spec.lr_scaling:
+            # Linear scaling rule (Goyal et al. 2017): optim.lr is the rate at base_batch_size.
+            base = self.spec.lr_scaling["base_batch_size"]
+            effective = cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * cfg.trainer.devices
+            cfg.optim.lr = float(cfg.optim.lr) * effective / base
+            ovs.append(f"optim.lr={format_value(cfg.optim.lr)}")
+        return cfg, ovs
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for p in parents:
+        child = node.get(p)
+        if not isinstance(child, dict):
+            child = node[p] = {}
+        node = child
+    node[leaf] = copy.deepcopy(value)
+
+
+def command_line(overrides: list[str]) -> str:
+    import shlex
+
+    return "python -m normbench run " + " ".join(shlex.quote(o) for o in overrides)
+
+
+@dataclass
+class Plan:
+    """What a sweep will run: canonical grid combinations, Optuna distributions, the base config."""
+
+    spec: SweepSpec
+    composer: TrialComposer
+    base_cfg: DictConfig
+    combos: list[dict[str, Any]]
+    distributions: dict[str, Any]
+
+    @property
+    def results_dir(self) -> str:
+        return str(self.base_cfg.results_dir)
+
+    def replicas(self, sampled: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every (seed x grid combination) of one configuration; seeds outermost, lead first."""
+        sampled = sampled or {}
+        return [{**c, **sampled, "seed": s} for s in self.spec.seeds for c in self.combos]
+
+    @property
+    def total(self) -> int:
+        """Trials when every point runs (a search: n_configs configurations, each with every replica)."""
+        n = len(self.replicas())
+        return n if self.spec.is_grid else n * int(self.spec.n_configs or 0)
+
+    def base_record(self) -> dict[str, Any]:
+        """The parts of the base config that decide a trial's numbers (compared when a study is resumed)."""
+        cfg = OmegaConf.to_container(self.base_cfg, resolve=True)
+        assert isinstance(cfg, dict)
+        drop = [*NEUTRAL_KEYS, *self.spec.swept_keys]
+        if self.spec.lr_scaling:
+            drop.append("optim.lr")  # recorded per trial; the base value is kept in the spec
+        for key in drop:
+            parts = key.split(".")
+            node = cfg
+            for p in parts[:-1]:
+                node = node.get(p, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(parts[-1], None)
+        return cfg
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every flattened key that differs."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _compose_checked(composer: TrialComposer, params: dict[str, Any]) -> DictConfig:
+    try:
+        return composer.compose(params)[0]
+    except ConfigError as e:
+        shown = " ".join(f"{k}={v}" for k, v in params.items())
+        raise ConfigError(f"sweep {composer.spec.name} ({shown}): {e}") from None
+
+
+def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
+    """Composes and checks everything the sweep will run; raises ConfigError (one line) on a problem."""
+    from optuna.distributions import CategoricalDistribution
+
+    composer = TrialComposer(spec, list(run_overrides))
+    base_cfg = _compose_checked(composer, {})
+    if base_cfg.logger.name == "wandb" and "logger.group" not in composer.user_keys:
+        composer.add_override(f"logger.group={format_value(spec.name)}")  # one W&B group per sweep
+        base_cfg = _compose_checked(composer, {})
+    _check_objective(spec, base_cfg)
+
+    first_sample = {s.key: s.probe_values()[0] for s in spec.space}
+    combos: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for raw in spec.grid_combinations():
+        cfg = _compose_checked(composer, {**raw, **first_sample, "seed": spec.seeds[0]})
+        canonical = {k: read_key(cfg, k) for k in raw}
+        key = stable_hash(canonical)
+        if key in seen:
+            raise ConfigError(f"sweep {spec.name}: grid values {seen[key]} and {raw} give the same config")
+        seen[key] = raw
+        combos.append(canonical)
+    for s in spec.space:
+        for value in s.probe_values()[1:]:
+            _compose_checked(composer, {**combos[0], **first_sample, s.key: value, "seed": spec.seeds[0]})
+
+    distributions: dict[str, Any] = {}
+    for d in spec.grid:
+        for k in d.keys:
+            values = list(dict.fromkeys(c[k] for c in combos))
+            distributions[k] = CategoricalDistribution(values)
+    for s in spec.space:
+        distributions[s.key] = s.distribution()
+    return Plan(spec, composer, base_cfg, combos, distributions)
+
+
+PER_EPOCH = ("val_acc", "val_loss", "train_acc", "train_loss", "train_acc_running", "train_loss_running")
+
+
+def _check_objective(spec: SweepSpec, base_cfg: DictConfig) -> None:
+    objective = spec.objective
+    if objective.startswith("val_") and not base_cfg.data.val_fraction > 0:
+        raise ConfigError(f"sweep {spec.name}: objective {objective} needs a validation split; set "
+                          "data.val_fraction > 0 (in the sweep's base or on the command line)")
+    if spec.pruner != "none" and objective not in PER_EPOCH:
+        raise ConfigError(f"sweep {spec.name}: pruner {spec.pruner} reports the objective every epoch; it needs one "
+                          f"of {', '.join(PER_EPOCH)} (not the test set), got {objective}")

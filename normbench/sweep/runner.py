@@ -1,0 +1,149 @@
+"""`python -m normbench run sweep=NAME [overrides]`: check everything, then run the sweep's trials.
+
+With `sweep.n_workers=1` (default) the trials run in this process; with N > 1 this process starts N
+worker processes on the study (their output goes to `<results_dir>/<sweep>/workers/<k>.log`) and
+prints the progress it reads from the study. Starting the same command on several machines with one
+`sweep.storage=postgresql://...` makes them share the study the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from normbench.sweep.export import write_trials_csv
+from normbench.sweep.locks import display_url
+from normbench.sweep.paths import storage_url, sweep_dir
+from normbench.sweep.plan import Plan, make_plan
+from normbench.sweep.progress import count, final_line, trial_line
+from normbench.sweep.spec import load_spec, split_args
+from normbench.sweep.study import FINISHED, SweepStudy, quiet_optuna
+from normbench.sweep.worker import TrialOutcome, Worker
+
+
+def prepare(args: list[str]) -> tuple[Plan, str]:
+    """Parses and checks a sweep command line; nothing is written. Returns the plan and storage URL."""
+    from normbench.errors import ConfigError
+
+    name, settings, run_overrides = split_args(args)
+    if name is None:
+        raise ConfigError("no sweep=NAME given")
+    spec = load_spec(name, settings)
+    plan = make_plan(spec, run_overrides)
+    return plan, storage_url(plan.results_dir, spec.name, spec.storage)
+
+
+def describe(plan: Plan, url: str) -> str:
+    spec = plan.spec
+    dims = " x ".join(f"{d.label}({len(d.values)})" for d in spec.grid)
+    seeds = f"seeds({len(spec.seeds)})"
+    if spec.is_grid:
+        shape = f"grid {dims + ' x ' if dims else ''}{seeds} = {plan.total} trials"
+    else:
+        keys = ", ".join(s.key for s in spec.space)
+        shape = (f"{spec.sampler} over {keys}: {spec.n_configs} configurations x "
+                 f"{len(plan.replicas())} replica(s) ({dims + ' x ' if dims else ''}{seeds}), pruner {spec.pruner}")
+    return f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); storage {display_url(url)}"
+
+
+def csv_path(plan: Plan) -> Path:
+    return sweep_dir(plan.results_dir, plan.spec.name) / "trials.csv"
+
+
+def run_sweep(args: list[str]) -> int:
+    """Runs (or resumes) a sweep; returns the process exit code. User errors raise ConfigError first."""
+    quiet_optuna()
+    plan, url = prepare(args)
+    spec = plan.spec
+    sweep_dir(plan.results_dir, spec.name).mkdir(parents=True, exist_ok=True)
+    print(describe(plan, url), flush=True)
+    sweep_study = SweepStudy(plan, url)
+    try:
+        code = _run_here(plan, sweep_study) if spec.n_workers == 1 else _run_workers(plan, url, sweep_study)
+        trials = sweep_study.trials()
+        write_trials_csv(csv_path(plan), trials, spec.swept_keys)
+        print(final_line(plan, trials), flush=True)
+        print(f"trials: {csv_path(plan)}", flush=True)
+    finally:
+        sweep_study.close()
+    return code
+
+
+def _run_here(plan: Plan, sweep_study: SweepStudy) -> int:
+    def on_trial_end(outcome: TrialOutcome, trials: list[Any]) -> None:
+        write_trials_csv(csv_path(plan), trials, plan.spec.swept_keys)
+        trial = next(t for t in trials if t.number == outcome.number)
+        print(trial_line(plan, trials, trial), flush=True)
+
+    def on_wait(running: int) -> None:
+        print(f"waiting for {running} trial(s) running elsewhere (a dead worker's trial is re-queued once its "
+              f"last heartbeat is {plan.spec.effective_grace_period()} s old)", flush=True)
+
+    Worker(sweep_study, on_trial_end=on_trial_end, on_wait=on_wait).run()
+    return 0
+
+
+def worker_process(plan: Plan, url: str, counter: Any, log_path: str, threads: int) -> None:
+    """Entry point of a local worker process (spawned): runs trials quietly, output to its log file."""
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    import torch
+
+    torch.set_num_threads(threads)
+    quiet_optuna()
+    sweep_study = SweepStudy(plan, url, setup=False)
+    try:
+        for outcome in Worker(sweep_study, counter=counter).run():
+            print(f"trial {outcome.number}: {outcome.state.name} {outcome.value} {outcome.fail_reason or ''}")
+    finally:
+        sweep_study.close()
+
+
+def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
+    import multiprocessing as mp
+
+    spec = plan.spec
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/SQLAlchemy state
+    counter = ctx.Value("i", 0)
+    logs = sweep_dir(plan.results_dir, spec.name) / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // spec.n_workers)
+    procs = []
+    for k in range(spec.n_workers):
+        log_path = logs / f"{k}.log"
+        p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path), threads),
+                        name=f"normbench-sweep-{k}")
+        p.start()
+        procs.append((p, log_path))
+    print(f"{spec.n_workers} worker processes; logs in {logs}", flush=True)
+    reported = {t.number for t in sweep_study.trials() if t.state in FINISHED}
+    try:
+        while True:
+            alive = any(p.is_alive() for p, _ in procs)
+            trials = sweep_study.trials()
+            new = [t for t in trials if t.state in FINISHED and t.number not in reported]
+            if new:
+                write_trials_csv(csv_path(plan), trials, spec.swept_keys)
+            done = count(plan, trials).done
+            for i, t in enumerate(new):
+                reported.add(t.number)
+                print(trial_line(plan, trials, t, workers=spec.n_workers, done=done - len(new) + i + 1), flush=True)
+            if not alive:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p, _ in procs:  # the workers got the same Ctrl-C: they re-queue their trials and stop
+            p.join()
+        raise
+    code = 0
+    for p, log_path in procs:
+        p.join()
+        if p.exitcode != 0:
+            print(f"worker {p.name} exited with code {p.exitcode}; see {log_path}", file=sys.stderr, flush=True)
+            code = 1
+    return code

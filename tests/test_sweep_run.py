@@ -1,0 +1,230 @@
+"""Running sweeps in this process: exactly once, resume, trial records, failures, pruning, search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sweep_support import TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
+
+from normbench.config import load_config
+from normbench.errors import ConfigError
+from normbench.records import read_json
+from normbench.sweep import final_trials, run_sweep
+from normbench.sweep.pruning import PruningCallback
+from normbench.sweep.runner import prepare
+from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
+from normbench.sweep.worker import DROPPED_REASON, Worker
+from normbench.train import train
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> SweepHome:
+    return SweepHome.create(tmp_path, monkeypatch)
+
+
+def test_grid_runs_every_point_once_and_a_rerun_runs_nothing(home, capsys):
+    home.write("tiny", TINY_GRID)
+    assert run_sweep(home.args("tiny")) == 0
+    out = capsys.readouterr().out
+    assert "[8/8]" in out and "sweep tiny: 8/8 trials done (0 failed, 0 pruned" in out
+
+    trials = home.trials("tiny")
+    assert len(trials) == 8 and {t.state for t in trials} == {TrialState.COMPLETE}
+    counts = point_counts(trials)
+    assert set(counts) == tiny_points() and set(counts.values()) == {1}
+
+    finished = {t.number: t.datetime_complete for t in trials}
+    assert run_sweep(home.args("tiny")) == 0
+    out = capsys.readouterr().out
+    assert "sweep tiny: 8/8 trials done" in out and "#" not in out  # no trial line: nothing ran
+    again = home.trials("tiny")
+    assert {t.number: t.datetime_complete for t in again} == finished
+
+
+def test_every_trial_carries_the_report_contract(home):
+    home.write("tiny", TINY_GRID)
+    assert run_sweep(home.args("tiny", "sweep.max_trials=4")) == 0
+    trials = home.trials("tiny")
+    by_state = {s: [t for t in trials if t.state == s] for s in (TrialState.COMPLETE, TrialState.WAITING)}
+    assert len(by_state[TrialState.COMPLETE]) == 4 and len(by_state[TrialState.WAITING]) == 4
+    for t in trials:  # any state: params, config_id, run_dir
+        params = t.user_attrs["params"]
+        assert set(params) == {"norm", "data.batch_size", "seed"}
+        assert t.user_attrs["run_dir"] == str(home.results / "tiny" / "trials" / str(t.number))
+        assert len(t.user_attrs["config_id"]) == 12
+    ids = {}
+    for t in trials:
+        p = t.user_attrs["params"]
+        ids.setdefault((p["norm"], p["data.batch_size"]), set()).add(t.user_attrs["config_id"])
+    assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == 4
+
+    for t in by_state[TrialState.COMPLETE]:
+        summary = t.user_attrs["summary"]
+        assert summary == read_json(Path(t.user_attrs["run_dir"]) / "summary.json")
+        assert t.value == summary["val_acc"] and t.user_attrs["fail_reason"] is None
+        assert summary["seed"] == t.user_attrs["params"]["seed"]
+        assert summary["batch_size"] == t.user_attrs["params"]["data.batch_size"]
+        assert t.params == {k: v for k, v in t.user_attrs["params"].items() if k != "seed"}
+        assert sorted(t.intermediate_values) == [1]  # val_acc of every epoch
+
+    study = optuna.load_study(study_name="tiny", storage=home.storage("tiny"))
+    assert study.user_attrs["sweep"]["objective"] == "val_acc"
+    assert study.user_attrs["base_config"]["data"]["name"] == "synthetic"
+
+    with open(home.results / "tiny" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(done) == 4 and all(r["test_acc"] and r["params.norm"] in ("bn", "gn") for r in done)
+
+
+def test_a_trial_is_reproduced_by_its_command(home, tmp_path):
+    home.write("tiny", TINY_GRID)
+    assert run_sweep(home.args("tiny", "sweep.max_trials=1")) == 0
+    (trial,) = [t for t in home.trials("tiny") if t.state == TrialState.COMPLETE]
+    words = shlex.split(trial.user_attrs["command"])
+    assert words[:4] == ["python", "-m", "normbench", "run"]
+    overrides = [w for w in words[4:] if not w.startswith("out_dir=")] + [f"out_dir={tmp_path / 'again'}"]
+    again = train(load_config(overrides)).summary
+    for key in ("val_acc", "test_acc", "train_loss", "optimizer_steps"):
+        assert again[key] == trial.user_attrs["summary"][key], key
+
+
+def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(home):
+    home.write("div", TINY_BASE + "  norm: none\n  data.batch_size: 16\ngrid:\n  optim.lr: [0.5, 1.0e38]\n")
+    assert run_sweep(home.args("div")) == 0
+    by_lr = {t.user_attrs["params"]["optim.lr"]: t for t in home.trials("div")}
+    assert by_lr[0.5].state == TrialState.COMPLETE
+    failed = by_lr[1e38]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"] == "diverged: training loss not finite at epoch 1"
+    assert failed.user_attrs["summary"]["status"] == "diverged"
+
+
+def test_resuming_with_other_settings_is_refused(home):
+    home.write("tiny", TINY_GRID)
+    assert run_sweep(home.args("tiny", "sweep.max_trials=1")) == 0
+    with pytest.raises(ConfigError, match=r"was run with other settings \(trainer.max_epochs: 1 -> 2\); resume"):
+        run_sweep(home.args("tiny", "trainer.max_epochs=2"))
+    assert run_sweep(home.args("tiny", "sweep.max_trials=1", "trainer.progress_bar=true")) == 0  # no effect on numbers
+    assert sum(t.state == TrialState.COMPLETE for t in home.trials("tiny")) == 2
+
+
+def test_extending_the_seeds_runs_only_the_new_points(home):
+    home.write("tiny", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0]"))
+    assert run_sweep(home.args("tiny")) == 0
+    first = {t.number for t in home.trials("tiny")}
+    assert len(first) == 4
+    assert run_sweep(home.args("tiny", "sweep.seeds=[0,1]")) == 0
+    trials = home.trials("tiny")
+    assert set(point_counts(trials)) == tiny_points() and set(point_counts(trials).values()) == {1}
+    assert {t.number for t in trials} - first == {4, 5, 6, 7}
+
+
+SEARCH = TINY_BASE.replace("trainer.max_epochs: 1", "trainer.max_epochs: 2") + """\
+  norm: bn
+  data.batch_size: 16
+space:
+  optim.lr: {type: float, low: 0.05, high: 5.0, log: true}
+  norm.momentum: [0.01, 0.1]
+seeds: [0, 1]
+sampler: tpe
+sampler_options: {n_startup_trials: 2}
+n_configs: 4
+pruner: median
+pruner_options: {n_startup_trials: 1, n_warmup_steps: 0}
+objective: val_acc
+"""
+
+
+def test_search_runs_every_seed_of_each_kept_configuration(home):
+    home.write("search", SEARCH)
+    assert run_sweep(home.args("search")) == 0
+    trials = home.trials("search")
+    leads = [t for t in trials if t.user_attrs.get("lead")]
+    assert len(leads) == 4 and all(t.user_attrs["params"]["seed"] == 0 for t in leads)
+    for lead in leads:
+        siblings = [t for t in trials if t.user_attrs["config_id"] == lead.user_attrs["config_id"] and t is not lead]
+        if lead.state == TrialState.COMPLETE:
+            (sib,) = siblings
+            assert sib.state == TrialState.COMPLETE and sib.user_attrs["params"]["seed"] == 1
+            assert sib.params == lead.params and sib.user_attrs["lead"] is False
+        else:  # pruned on its first seed: the configuration ends there
+            assert lead.state == TrialState.PRUNED and siblings == []
+            assert lead.user_attrs["summary"]["pruned_at_epoch"] == max(lead.intermediate_values)
+    assert set(leads[0].params) == {"optim.lr", "norm.momentum"}
+    assert len(trials) == len(leads) + sum(t.state == TrialState.COMPLETE for t in leads)
+    # The same search again (same sampler seed) proposes the same configurations.
+    assert run_sweep(home.args("search", f"results_dir={home.root / 'again'}")) == 0
+    again = optuna.load_study(study_name="search", storage=f"sqlite:///{home.root / 'again' / 'search' / 'study.db'}")
+    assert [t.params for t in again.get_trials()] == [t.params for t in trials]
+
+
+def test_pruning_callback_stops_the_run_and_keeps_its_summary(home, tiny_cfg):
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = study.ask()
+    pruning = PruningCallback(trial, "val_acc")
+    summary = train(tiny_cfg("trainer.max_epochs=3", "data.val_fraction=0.25"), callbacks=[pruning]).summary
+    assert pruning.pruned_at_epoch == 1 and summary["pruned_at_epoch"] == 1 and summary["epochs"] == 1
+    assert study.trials[0].intermediate_values == {1: summary["history"][0]["val_acc"]}
+
+
+def test_wandb_trials_are_separate_runs_in_the_sweep_group(home, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    home.write("tiny", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[16, 32]", "[16]"))
+    assert run_sweep(home.args("tiny", "logger=wandb")) == 0
+    trials = home.trials("tiny")
+    assert len(trials) == 2 and {t.state for t in trials} == {TrialState.COMPLETE}
+    # train() hands logger.group to WandbLogger(group=...): the sweep's runs form one W&B group.
+    assert {t.user_attrs["summary"]["config"]["logger"]["group"] for t in trials} == {"tiny"}
+    runs = sorted((home.results / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # one W&B run per trial, not one run reused by Lightning's WandbLogger
+
+
+@pytest.mark.parametrize("name", ["accumulation", "bn_vs_gn", "momentum", "norms_all", "tpe_bn"])
+def test_shipped_sweep_smoke_runs_on_tiny_data(home, name):
+    tiny = ["data=synthetic", "data.num_train=400", "data.num_test=64", "trainer.max_epochs=1"]
+    assert run_sweep(home.args(name, "sweep.max_trials=1", *tiny)) == 0
+    ran = [t for t in home.trials(name) if t.state != TrialState.WAITING]
+    assert len(ran) == 1 and ran[0].state == TrialState.COMPLETE, ran[0].user_attrs.get("fail_reason")
+    assert ran[0].user_attrs["summary"]["dataset"] == "synthetic"
+
+
+def test_result_of_a_trial_requeued_meanwhile_is_dropped(home):
+    home.write("tiny", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0]"))
+    plan, url = prepare(home.args("tiny"))
+    sweep_study = SweepStudy(plan, url)
+    try:
+        trial, params = sweep_study.claim()
+        # What another worker does when this trial's heartbeat looks stale: fail it and queue a copy.
+        sweep_study.storage.set_trial_state_values(sweep_study.trial_id(trial.number), TrialState.FAIL)
+        sweep_study.requeue(trial)
+        outcome = Worker(sweep_study).run_trial(trial, params)
+        assert outcome.fail_reason == DROPPED_REASON
+        Worker(sweep_study).run()
+    finally:
+        sweep_study.close()
+    trials = home.trials("tiny")
+    assert trials[trial.number].user_attrs["fail_reason"] == LOST_WORKER_REASON  # untouched by the late result
+    finals = final_trials(trials)
+    assert len(finals) == 4 and {t.state for t in finals} == {TrialState.COMPLETE}
+    assert len({t.user_attrs["point_key"] for t in finals}) == 4
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_final_trials_leave_out_requeued_originals():
+    study = optuna.create_study()
+    for _ in range(2):
+        study.enqueue_trial({}, user_attrs={"params": {"seed": 0}})
+    t0 = study.ask()
+    study.tell(t0, state=TrialState.FAIL)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+    kept = [t.number for t in final_trials(study.get_trials())]
+    assert kept == [1, 2] and json.dumps(study.trials[2].system_attrs["retry_history"]) == "[0]"

@@ -17,7 +17,8 @@ from normbench.metrics.calibration import (
     running_stat_layers,
 )
 from normbench.models import build_model
-from normbench.norms import build_norm
+from normbench.norms import available, build_norm
+from normbench.norms import get as get_norm
 
 
 def _batches(*xs):
@@ -118,6 +119,15 @@ def test_layer_errors_against_closed_form_and_torch_kl():
     assert perfect == {"mean_rel_err": 0.0, "var_log_ratio": 0.0, "kl": 0.0}
 
 
+def test_layer_without_running_mean_compares_variances_only():
+    mu_pop, var_pop, var_ema = torch.tensor([3.0, -1.0]), torch.tensor([1.0, 2.0]), torch.tensor([2.0, 0.5])
+    e = layer_errors(None, var_ema, mu_pop, var_pop)
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu_pop.double(), var_pop.double().sqrt()),
+                                           torch.distributions.Normal(mu_pop.double(), var_ema.double().sqrt()))
+    assert e["mean_rel_err"] is None and e["kl"] == pytest.approx(float(kl.mean()))
+    assert aggregate([{"layer": "a", "channels": 2, **e}])["calib_mean_rel_err"] is None
+
+
 def test_eps_is_added_to_both_variances():
     e = layer_errors(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.ones(1) * 3.0, eps=1.0)
     assert e["var_log_ratio"] == pytest.approx(math.log(4.0))
@@ -161,6 +171,23 @@ def test_aggregate_is_mean_and_worst_layer():
     assert agg["calib_var_log_ratio"] == pytest.approx(0.3) and agg["calib_var_log_ratio_worst"] == 0.5
     assert agg["calib_kl"] == pytest.approx(0.3) and agg["calib_kl_worst"] == 0.4
     assert agg["calib_worst_layer"] == "b" and agg["calib_layers"] == 2
+
+
+@pytest.mark.parametrize("norm", available())
+def test_every_registered_norm(norm):
+    """Layers with a running_var buffer are measured (finite figures, model untouched); others give no rows."""
+    net = _lenet_with_stats(norm)
+    before = copy.deepcopy(net.state_dict())
+    cal = calibrate(net, _batches(*[torch.rand(n, 1, 28, 28) for n in (16, 7)]))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert [r["layer"] for r in cal.layers] == [n for n, _ in running_stat_layers(net)]
+    if get_norm(norm).meta.get("running_stats"):
+        assert len(cal.layers) == 4 and cal.aggregate["calib_layers"] == 4
+        assert all(math.isfinite(r["kl"]) and math.isfinite(r["var_log_ratio"]) for r in cal.layers)
+        assert cal.model is not None
+    elif not cal.layers:
+        assert cal.model is None and cal.aggregate["calib_kl"] is None
 
 
 @pytest.mark.parametrize("norm, opts", [("gn", {}), ("ln", {}), ("in", {}), ("none", {}),

@@ -1,7 +1,8 @@
 """Running-statistics calibration: population statistics of every norm layer and the EMA's error.
 
-A norm layer that keeps running statistics (buffers `running_mean` and `running_var` that are not
-None: BatchNorm and its variants, InstanceNorm with tracking) normalizes with them in eval mode. They
+A norm layer that keeps running statistics (a `running_var` buffer that is not None, usually with a
+`running_mean`: BatchNorm and its variants, InstanceNorm with tracking, EvoNorm-B0's variance) normalizes
+with them in eval mode. They
 are an exponential moving average (EMA) of per-batch statistics taken while the weights moved, so they
 lag behind and carry noise. This module measures how far they are from the *population* statistics
 of the final weights, the precise-BN estimate of fvcore's `update_bn_stats` and of Wu & Johnson,
@@ -50,9 +51,16 @@ FIGURES = ("mean_rel_err", "var_log_ratio", "kl")
 
 
 def has_running_stats(module: nn.Module) -> bool:
-    """True when `module` keeps running statistics (non-None `running_mean` and `running_var`)."""
-    return (isinstance(getattr(module, "running_mean", None), torch.Tensor)
-            and isinstance(getattr(module, "running_var", None), torch.Tensor))
+    """True when `module` keeps running statistics: a non-None `running_var` buffer.
+
+    `running_mean` usually comes with it; a layer that only rescales (EvoNorm-B0) keeps the variance alone.
+    """
+    return isinstance(getattr(module, "running_var", None), torch.Tensor)
+
+
+def _running_mean(module: nn.Module) -> torch.Tensor | None:
+    mean = getattr(module, "running_mean", None)
+    return mean if isinstance(mean, torch.Tensor) else None
 
 
 def running_stat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -235,15 +243,23 @@ def population_statistics(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     return out
 
 
-def layer_errors(mu_ema: torch.Tensor, var_ema: torch.Tensor, mu_pop: torch.Tensor, var_pop: torch.Tensor,
-                 eps: float = 0.0) -> dict[str, float]:
-    """Calibration figures of one layer (module docstring), with `eps` added to both variances."""
-    mu_ema, var_ema = mu_ema.double(), var_ema.double() + eps
-    mu_pop, var_pop = mu_pop.double(), var_pop.double() + eps
-    rel = (mu_ema - mu_pop).norm() / (mu_pop.norm() + REL_EPS)
+def layer_errors(mu_ema: torch.Tensor | None, var_ema: torch.Tensor, mu_pop: torch.Tensor, var_pop: torch.Tensor,
+                 eps: float = 0.0) -> dict[str, float | None]:
+    """Calibration figures of one layer (module docstring), with `eps` added to both variances.
+
+    `mu_ema=None` (a layer without a running mean, which does not center): mean_rel_err is null and the
+    KL compares N(mu_pop, var_pop) with N(mu_pop, var_ema), the variance mismatch alone.
+    """
+    var_ema, mu_pop, var_pop = var_ema.double() + eps, mu_pop.double(), var_pop.double() + eps
     log_ratio = torch.log(var_ema / var_pop)
-    kl = 0.5 * (log_ratio + (var_pop + (mu_pop - mu_ema).square()) / var_ema - 1.0)
-    return {"mean_rel_err": float(rel), "var_log_ratio": float(log_ratio.abs().mean()), "kl": float(kl.mean())}
+    if mu_ema is None:
+        rel, shift2 = None, torch.zeros_like(mu_pop)
+    else:
+        mu_ema = mu_ema.double()
+        rel = float((mu_ema - mu_pop).norm() / (mu_pop.norm() + REL_EPS))
+        shift2 = (mu_pop - mu_ema).square()
+    kl = 0.5 * (log_ratio + (var_pop + shift2) / var_ema - 1.0)
+    return {"mean_rel_err": rel, "var_log_ratio": float(log_ratio.abs().mean()), "kl": float(kl.mean())}
 
 
 def aggregate(layers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,7 +267,7 @@ def aggregate(layers: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [r for r in layers if r["kl"] is not None]
     out: dict[str, Any] = {"calib_layers": len(rows)}
     for fig in FIGURES:
-        values = [r[fig] for r in rows]
+        values = [r[fig] for r in rows if r[fig] is not None]
         out[f"calib_{fig}"] = sum(values) / len(values) if values else None
         out[f"calib_{fig}_worst"] = max(values) if values else None
     out["calib_worst_layer"] = max(rows, key=lambda r: r["kl"])["layer"] if rows else None
@@ -295,17 +311,18 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> 
     rows = []
     for (name, layer), (_, twin) in zip(layers, measured_layers, strict=True):
         stats = pop[name]
-        row: dict[str, Any] = {"layer": name, "channels": int(layer.running_mean.numel())}
+        row: dict[str, Any] = {"layer": name, "channels": int(layer.running_var.numel())}
         if stats.mean is None:
             row.update(dict.fromkeys(FIGURES))
         else:
-            if stats.mean.shape != layer.running_mean.shape:
-                raise ValueError(f"layer '{name}': running_mean has shape {tuple(layer.running_mean.shape)} "
-                                 f"but its input has {stats.mean.numel()} channels")
+            if stats.var.shape != layer.running_var.shape:
+                raise ValueError(f"layer '{name}': running_var has shape {tuple(layer.running_var.shape)} "
+                                 f"but its input has {stats.var.numel()} channels")
             eps = float(getattr(layer, "eps", DEFAULT_EPS))
-            row.update(layer_errors(layer.running_mean, layer.running_var, stats.mean, stats.var, eps))
+            row.update(layer_errors(_running_mean(layer), layer.running_var, stats.mean, stats.var, eps))
             with torch.no_grad():
-                twin.running_mean.copy_(stats.mean.to(twin.running_mean.dtype))
+                if _running_mean(twin) is not None:
+                    twin.running_mean.copy_(stats.mean.to(twin.running_mean.dtype))
                 twin.running_var.copy_(stats.var.to(twin.running_var.dtype))
         rows.append(row)
     measured.train(model.training)

@@ -124,6 +124,9 @@ def test_lightning_run_commits_once_per_optimizer_step(tiny_cfg):
         assert layer.defer_running_stats is False  # handed back as plain bn after training
     plain = train(tiny_cfg("trainer.accumulate_grad_batches=3", "calib.enabled=false"))
     assert int(_first_norm(plain).num_batches_tracked) == 8
+    # one update covers k micro-batches: the EMA horizon in samples is k times plain bn's
+    assert r.summary["ema_horizon_samples"] == pytest.approx(3 * 32 / 0.1)
+    assert plain.summary["ema_horizon_samples"] == pytest.approx(32 / 0.1)
 
 
 def test_lightning_run_equals_plain_bn_at_k_times_b_with_fixed_weights(tiny_cfg, tmp_path):

@@ -175,3 +175,19 @@ def test_full_d2l_recipe_epoch_has_small_calibration_error(tmp_path):
                            f"out_dir={tmp_path}"])).summary
     assert s["calib_mean_rel_err"] < 0.1 and s["calib_var_log_ratio"] < 0.15 and s["calib_kl"] < 0.03
     assert abs(s["precise_gain"]) < 0.02
+
+
+def test_population_pass_subset_and_trailing_single_sample():
+    from normbench.data import load_data
+    from normbench.lit.calibration import CalibrationMonitor
+    from normbench.models import build_model
+
+    data = load_data("synthetic", num_train=128, num_test=16)
+    net = build_model("lenet", "bn")
+    # 65 = 2 x 32 + 1: the one-sample remainder cannot be batch-normalized and is left out
+    cal = CalibrationMonitor(data, 32, samples=65).measure(net)
+    assert cal.samples == 64
+    assert CalibrationMonitor(data, 32, samples=50).measure(net).samples == 50  # 32 + 18
+    assert CalibrationMonitor(data, 32, samples=10_000).measure(net).samples == 128  # all there is
+    # a fixed subset: the same figures every time
+    assert CalibrationMonitor(data, 32, samples=65).measure(net).layers == cal.layers

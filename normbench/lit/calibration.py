@@ -99,8 +99,9 @@ class CalibrationMonitor(L.Callback):
     # -- batches -------------------------------------------------------------------------------------
 
     def _train_mode_loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool, augment: bool = False):
-        bs = self.batch_size
-        return BatchLoader(x, y, bs, shuffle=shuffle, drop_last=len(x) % bs == 1, seed=self.seed, augment=augment)
+        # min_batch=2: a trailing one-sample batch cannot be normalized with batch statistics
+        return BatchLoader(x, y, self.batch_size, shuffle=shuffle, drop_last=False, min_batch=2, seed=self.seed,
+                           augment=augment)
 
     def calibration_batches(self) -> BatchLoader:
         """The population pass's batches: a fixed seeded subset of `samples` training samples."""

@@ -82,6 +82,18 @@ class LoggerSchema:
 
 
 @dataclass
+class CalibSchema:
+    """Running-statistics calibration (normbench.lit.calibration), measured in every run by default."""
+
+    enabled: bool = True
+    samples: int = 8192  # training samples in the population-statistics pass
+    every_n_epochs: int = 1  # the last epoch is always measured
+    recalibrate: bool = False  # report the population-statistics model's accuracy as test_acc
+    precise_test_every_epoch: bool = False  # test_acc_precise at every measured epoch, not just the last
+    ece_bins: int = 15  # confidence bins of test_ece
+
+
+@dataclass
 class RootSchema:
     seed: int = 0
     out_dir: str | None = None
@@ -116,6 +128,7 @@ def _register_core_sections() -> None:
     register_section("optim", OptimSchema)
     register_section("trainer", TrainerSchema)
     register_section("logger", LoggerSchema)
+    register_section("calib", CalibSchema)
 
 
 _register_core_sections()
@@ -301,6 +314,7 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    check_calib(cfg["calib"])
     if not optim["lr"] > 0:
         raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
     for key in ("momentum", "weight_decay"):
@@ -327,6 +341,13 @@ def check_semantics(cfg: dict[str, Any]) -> None:
             raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; accepted here: auto, cpu")
     if trainer["precision"] == "16-mixed" and resolve_accelerator(trainer["accelerator"]) == "cpu":
         raise ConfigError("trainer.precision=16-mixed needs a GPU; on CPU use 32 or bf16-mixed")
+
+
+def check_calib(calib: dict[str, Any]) -> None:
+    """The calib section's ranges (a population pass needs two samples to have a variance)."""
+    for key, minimum in (("samples", 2), ("every_n_epochs", 1), ("ece_bins", 1)):
+        if calib[key] < minimum:
+            raise ConfigError(f"calib.{key} must be >= {minimum}, got {calib[key]}")
 
 
 def norm_batch_size(cfg: dict[str, Any] | DictConfig) -> int:

@@ -21,6 +21,8 @@ from normbench.config import norm_batch_size, options_of, resolve_accelerator, t
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
+from normbench.lit.accumulation import accumulation_callbacks
+from normbench.lit.calibration import calibration_callbacks
 from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.norms.momentum import running_stats_fields
@@ -156,7 +158,10 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved})
     throughput = ThroughputMonitor()
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
-    all_callbacks: list[L.Callback] = [throughput, evaluator, *callbacks]
+    # Epoch-end order matters: accumulation windows are committed before the evaluator measures, and
+    # calibration adds its per-epoch figures to the evaluator's history records.
+    all_callbacks: list[L.Callback] = [throughput, *accumulation_callbacks(net), evaluator,
+                                       *calibration_callbacks(cfg, data, evaluator, out_dir), *callbacks]
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,

@@ -35,7 +35,19 @@ class BatchNorm(_BatchNorm):
             raise ValueError(f"BatchNorm expects a 2D-5D input (N, C, ...), got {input.dim()}D")
 
 
-@register_norm("bn", aliases=("batchnorm", "batch_norm", "bn2d"), batch_stats=True, running_stats=True)
+def bn_samples_per_update(cfg) -> int:
+    """Samples behind one running-statistics update of `bn` (for ema_horizon_samples).
+
+    The micro-batch; with `accumulation_aware`, the accumulate_grad_batches micro-batches of a step.
+    """
+    from normbench.config import norm_batch_size
+
+    k = cfg["trainer"]["accumulate_grad_batches"] if cfg["norm"].get("accumulation_aware") else 1
+    return norm_batch_size(cfg) * k
+
+
+@register_norm("bn", aliases=("batchnorm", "batch_norm", "bn2d"), batch_stats=True, running_stats=True,
+               samples_per_update=bn_samples_per_update)
 def batch_norm(
     num_channels: int,
     momentum: float | None = 0.1,
@@ -43,11 +55,21 @@ def batch_norm(
     eps: float = 1e-5,
     affine: bool = True,
     track_running_stats: bool = True,
+    accumulation_aware: bool = False,
 ) -> nn.Module:
-    """torch BatchNorm (F.batch_norm), dimension picked from the input."""
+    """torch BatchNorm (F.batch_norm), dimension picked from the input.
+
+    `accumulation_aware`: under gradient accumulation, update the running statistics once per
+    optimizer step from the pooled micro-batches (normbench.norms.accumulation).
+    """
     momentum = resolve_momentum("bn", momentum, keras_momentum)
     check_momentum("bn", momentum)
     check_eps("bn", eps)
+    if accumulation_aware:
+        from normbench.norms.accumulation import AccumulationAwareBatchNorm
+
+        return AccumulationAwareBatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
+                                          track_running_stats=track_running_stats)
     return BatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
                      track_running_stats=track_running_stats)
 

@@ -60,14 +60,14 @@ def write_json_atomic(path: Path | str, obj: Any) -> Path:
     return write_text_atomic(path, text)
 
 
-def write_text_atomic(path: Path | str, text: str) -> Path:
-    """Writes `text` via a temp file in the same folder + rename: readers never see half a file."""
+def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
+    """Writes `data` via a temp file in the same folder + rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -75,6 +75,11 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """`write_bytes_atomic` for UTF-8 text."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: Path | str) -> Any:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
+from normbench.records import write_text_atomic
 from normbench.report.figures import build_figures, render
-from normbench.report.output import write_text_atomic
 from normbench.report.study import ReportArgs, SweepResults
 from normbench.report.tables import TABLE_OPTIONS, Cell, build_table
 from normbench.report.wandb_env import has_api_key

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from normbench.errors import ConfigError
-from normbench.report.output import write_bytes_atomic
+from normbench.records import write_bytes_atomic
 from normbench.report.study import ConfigGroup, SweepResults, sort_key
 from normbench.report.tables import DIM_LABELS, format_value
 

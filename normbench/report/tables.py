@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.report.output import write_text_atomic
+from normbench.records import write_text_atomic
 from normbench.report.stats import SeedStats, bootstrap_ci
 from normbench.report.study import SweepResults
 

@@ -55,7 +55,8 @@ def cmd_run(args: list[str]) -> int:
     from normbench.train import train
 
     result = train(cfg)
-    print_summary(result.summary)
+    if result.is_global_zero:
+        print_summary(result.summary)
     return 0 if result.summary.get("status") == "ok" else 1
 
 

@@ -39,6 +39,7 @@ class RunResult:
     summary: dict[str, Any]
     out_dir: Path
     module: Classifier
+    is_global_zero: bool = True  # False in the extra rank processes of a DDP run (which write nothing)
 
 
 def quiet_lightning() -> None:
@@ -49,6 +50,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    # Every DDP rank evaluates the whole (unsharded) eval splits, so epoch-level logs agree without a sync.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -242,7 +245,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if trainer.is_global_zero:
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
         close_logger(logger, summary=summary, out_dir=out_dir)
-    return RunResult(summary, out_dir, module)
+    return RunResult(summary, out_dir, module, trainer.is_global_zero)
 
 
 def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | None = None,

@@ -57,6 +57,8 @@ def test_ddp_two_cpu_processes_with_sync_bn_equal_one_process_with_bn(tmp_path):
     proc = run_cli("run", *common, "norm=sync_bn", "data.batch_size=16", "trainer.devices=2", "trainer.strategy=ddp",
                    cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("record: ") == 1  # only rank 0 prints the summary
+    assert "sync_dist" not in proc.stderr
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1, run_dirs
     ddp = json.loads((run_dirs[0] / "summary.json").read_text())

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from normbench.config import norm_batch_size, options_of, resolve_accelerator, to_dict, validate
+from normbench.config import DataSchema, norm_batch_size, options_of, resolve_accelerator, to_dict, validate
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
@@ -95,8 +95,7 @@ def shared_run_dir(out_dir: Path, devices: int) -> Iterator[None]:
 
 def load_run_data(cfg: DictConfig, device: torch.device | str = "cpu") -> InMemoryData:
     d = cfg.data
-    common = {"name", "root", "batch_size", "eval_batch_size", "train_subset", "test_subset", "val_fraction",
-              "drop_last", "augment", "normalize", "download"}
+    common = {f.name for f in fields(DataSchema)}  # the rest are the dataset loader's own options
     extra = {k: v for k, v in options_of(d).items() if k not in common}
     return load_data(d.name, d.root, train_subset=d.train_subset, test_subset=d.test_subset,
                      val_fraction=d.val_fraction, normalize=d.normalize, download=d.download,

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from normbench.norms import build_norm
+from tests.conftest import assert_same_as_reference
 
 
 def _pair(shape, **opts):
@@ -28,25 +29,7 @@ def _pair(shape, **opts):
 def test_scratch_matches_torch(shape, momentum, affine):
     torch.manual_seed(0)
     ref, ours = _pair(shape, momentum=momentum, affine=affine)
-    for step in range(3):
-        x = (torch.randn(*shape, dtype=torch.float64) * (step + 1) + step)
-        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-        yr, yo = ref(xr), ours(xo)
-        torch.testing.assert_close(yo, yr)
-        g = torch.randn_like(yr)
-        yr.backward(g)
-        yo.backward(g)
-        torch.testing.assert_close(xo.grad, xr.grad)
-        if affine:
-            torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
-            torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
-        torch.testing.assert_close(ours.running_mean, ref.running_mean)
-        torch.testing.assert_close(ours.running_var, ref.running_var)
-        assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked)
-    ref.eval()
-    ours.eval()
-    x = torch.randn(*shape, dtype=torch.float64)
-    torch.testing.assert_close(ours(x), ref(x))
+    assert_same_as_reference(ours, ref, shape)
 
 
 def test_scratch_without_running_stats_uses_batch_stats_in_eval():

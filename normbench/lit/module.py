@@ -25,13 +25,15 @@ class Classifier(L.LightningModule):
         self.max_epochs = max_epochs
         if hparams is not None:
             self.save_hyperparameters(hparams)
-        self._sums: torch.Tensor | None = None
+        self._sums: torch.Tensor | None = None  # loss sum, correct predictions (on the device)
+        self._count = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def on_train_epoch_start(self) -> None:
-        self._sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+        self._sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._count = 0
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -39,15 +41,16 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         with torch.no_grad():
             n = y.numel()
-            self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                       torch.tensor(float(n), dtype=torch.float64, device=y.device)])
+            self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double()])
+        self._count += n
         return loss
 
     def epoch_train_stats(self) -> tuple[float, float]:
         """(mean training loss, training accuracy) of the current epoch, batch statistics."""
-        if self._sums is None or self._sums[2] == 0:
+        if self._sums is None or self._count == 0:
             return float("nan"), float("nan")
-        loss_sum, correct, count = self._sums.tolist()
+        loss_sum, correct = self._sums.tolist()
+        count = self._count
         return loss_sum / count, correct / count
 
     def configure_optimizers(self):

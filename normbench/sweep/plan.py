@@ -289,7 +289,8 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     distributions: dict[str, Any] = {}
     for d in spec.grid:
         for k in d.keys:
-            values = list(dict.fromkeys(c[k] for c in combos))
+            # a linked value may leave a key unset (e.g. gn beside bn's accumulation_aware): not a param then
+            values = list(dict.fromkeys(c[k] for c in combos if k in c))
             distributions[k] = CategoricalDistribution(values)
     for s in spec.space:
         distributions[s.key] = s.distribution()

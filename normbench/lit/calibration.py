@@ -235,7 +235,9 @@ def calibration_callbacks(cfg: Any, data: InMemoryData, evaluator: Any, out_dir:
     c = cfg.calib
     if not c.enabled:
         return []
-    return [CalibrationMonitor(data, cfg.data.batch_size, samples=c.samples, every_n_epochs=c.every_n_epochs,
+    from normbench.config import step_batch_size
+
+    return [CalibrationMonitor(data, step_batch_size(cfg), samples=c.samples, every_n_epochs=c.every_n_epochs,
                                recalibrate=c.recalibrate, precise_test_every_epoch=c.precise_test_every_epoch,
                                eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, augment=cfg.data.augment,
                                ece_bins=c.ece_bins, out_dir=out_dir, evaluator=evaluator)]

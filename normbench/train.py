@@ -125,6 +125,19 @@ def build_run_model(cfg: DictConfig, data: InMemoryData) -> torch.nn.Module:
         raise ConfigError(str(e)) from None
 
 
+def norm_groups(cfg: DictConfig, net: torch.nn.Module) -> dict[str, int] | None:
+    """Each norm layer's group count, for a norm with a `groups` option (null otherwise)."""
+    if "groups" not in NORMS.get(cfg.norm.name).options:
+        return None
+    out = {}
+    for site in getattr(net, "norm_sites", []):
+        layer = net.get_submodule(site)
+        groups = getattr(layer, "num_groups", getattr(layer, "groups", None))
+        if isinstance(groups, int):
+            out[site] = groups
+    return out
+
+
 def make_logger(cfg: DictConfig, out_dir: Path):
     name = cfg.logger.name
     if name == "none":
@@ -243,6 +256,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "emulate_devices": cfg.trainer.emulate_devices,
         "norm_batch_size": norm_batch_size(cfg),
         **running_stats_fields(cfg, net),
+        "norm_groups": norm_groups(cfg, net),
         "accumulate_grad_batches": k,
         "devices": devices,
         "effective_batch_size": effective_batch_size(cfg),

@@ -38,7 +38,7 @@ from normbench.norms import NORMS, norm_factory
 from normbench.norms.momentum import running_stats_fields
 from normbench.norms.per_device import per_device
 from normbench.norms.sync import use_torch_sync_batchnorm
-from normbench.records import git_info, versions, write_json_atomic
+from normbench.records import git_info, machine, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 
@@ -271,6 +271,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "out_dir": str(out_dir),
         **git_info(),
         "versions": versions(),
+        "machine": machine(),
         "config": resolved,
     })
     if trainer.is_global_zero:

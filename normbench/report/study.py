@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from normbench.errors import ConfigError
+from normbench.report.metrics import metric_value
 from normbench.sweep.paths import storage_url, sweep_dir
 
 SEED_KEY = "seed"
@@ -182,13 +182,10 @@ class TrialRecord:
             self.state, self.state.lower())
 
     def metric(self, key: str) -> float | None:
-        """A finite numeric summary field of an `ok` run, else None (diverged runs do not enter means)."""
+        """Metric `key` of an `ok` run (normbench.report.metrics), else None (diverged runs enter no means)."""
         if self.outcome != "ok":
             return None
-        value = (self.summary or {}).get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None
-        return float(value)
+        return metric_value(self.summary, key)
 
 
 def read_trials(study) -> list[TrialRecord]:

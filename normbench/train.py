@@ -32,7 +32,7 @@ from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.lit.accumulation import accumulation_callbacks
-from normbench.lit.calibration import calibration_callbacks
+from normbench.lit.calibration import calibration_callbacks, failure_reason
 from normbench.models import build_model
 from normbench.norms import NORMS, norm_factory
 from normbench.norms.momentum import running_stats_fields
@@ -118,7 +118,7 @@ def build_run_model(cfg: DictConfig, data: InMemoryData) -> torch.nn.Module:
     try:
         factory = norm_factory(cfg.norm.name, **options_of(cfg.norm))
         if per_device_norms(cfg):
-            factory = per_device(factory, cfg.trainer.emulate_devices)
+            factory = per_device(factory, cfg.trainer.emulate_devices, cfg.data.batch_size)
         return build_model(cfg.model.name, factory, data.num_classes, data.in_channels, data.image_size,
                            **options_of(cfg.model))
     except ValueError as e:
@@ -192,7 +192,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
     # Epoch-end order matters: accumulation windows are committed before the evaluator measures, and
     # calibration adds its per-epoch figures to the evaluator's history records.
-    all_callbacks: list[L.Callback] = [throughput, *accumulation_callbacks(net), evaluator,
+    trained = TrainingFinished()  # first: its on_train_end runs before any measurement's
+    all_callbacks: list[L.Callback] = [trained, throughput, *accumulation_callbacks(net), evaluator,
                                        *calibration_callbacks(cfg, data, evaluator, out_dir), *callbacks]
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
@@ -229,18 +230,31 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         # sync_bn on GPUs: torch's nn.SyncBatchNorm (it raises on CPU, where normbench's own layer runs)
         sync_batchnorm=use_torch_sync_batchnorm(cfg.norm.name, accelerator, cfg.trainer.devices),
     )
+    errors: dict[str, str] = {}
+    logger_closed = False
     try:
         with shared_run_dir(out_dir, cfg.trainer.devices):
             trainer.fit(module, train_dataloaders=train_loader)
+    except Exception as e:
+        close_logger(logger, failed=True)
+        if not trained.done:
+            raise
+        # Training finished; an end-of-training hook failed. The trained run is recorded, with the failure.
+        errors["on_train_end"] = failure_reason(e)
+        logger_closed = True
     except BaseException:
         close_logger(logger, failed=True)
         raise
 
-    summary: dict[str, Any] = {"status": "ok"}
+    summary: dict[str, Any] = {"status": "ok", "measurement_errors": {}}
     for cb in all_callbacks:
         part = getattr(cb, "summary", None)
         if callable(part):
-            summary.update(part())
+            try:
+                summary.update(part())
+            except Exception as e:  # noqa: BLE001 - one callback's figures must not lose the run
+                errors[f"{type(cb).__name__}.summary"] = failure_reason(e)
+    summary["measurement_errors"] = {**summary["measurement_errors"], **errors}
     if summary.get("diverged_at_epoch") is not None:
         summary["status"] = "diverged"
     k, devices = cfg.trainer.accumulate_grad_batches, cfg.trainer.devices
@@ -255,7 +269,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "batch_size": cfg.data.batch_size,
         "emulate_devices": cfg.trainer.emulate_devices,
         "norm_batch_size": norm_batch_size(cfg),
-        **running_stats_fields(cfg, net),
+        **running_stats_fields(cfg, net, samples_seen=throughput.examples),
         "norm_groups": norm_groups(cfg, net),
         "accumulate_grad_batches": k,
         "devices": devices,
@@ -276,8 +290,19 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     })
     if trainer.is_global_zero:
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
-        close_logger(logger, summary=summary, out_dir=out_dir)
+        if not logger_closed:
+            close_logger(logger, summary=summary, out_dir=out_dir)
     return RunResult(summary, out_dir, module, trainer.is_global_zero)
+
+
+class TrainingFinished(L.Callback):
+    """Marks that the training loop ended (its on_train_end runs first), so a later failure keeps the run."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.done = True
 
 
 def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | None = None,

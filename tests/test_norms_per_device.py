@@ -86,6 +86,9 @@ def test_eval_mode_and_tiny_batches_use_the_whole_batch():
     ours = PerDeviceNorm(build_norm("bn_scratch", 3), devices=4).double()
     x = torch.randn(5, 3, dtype=torch.float64)
     assert ours.slices(5) == 2 and ours.slices(3) == 1 and ours.slices(64) == 4
+    # a short batch of a run with 4 samples per device: as many slices of 4 as it holds
+    sized = PerDeviceNorm(build_norm("bn", 3), devices=8, per_device_batch=4)
+    assert [sized.slices(n) for n in (32, 12, 7, 3)] == [8, 3, 1, 1]
     ref = build_norm("bn_scratch", 3).double()
     ours.eval()
     ref.eval()

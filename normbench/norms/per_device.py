@@ -11,7 +11,9 @@ buffers hold the average over the slices of what each slice left (integer buffer
 num_batches_tracked advance once). That is W replicas whose buffers are all-reduced after every step;
 for BatchNorm it equals `ghost_bn` with `ghost_batch_size` = b.
 
-Eval mode, and a batch too small to give every slice two samples, call `norm` on the whole batch.
+A batch of fewer than W * b samples (a trailing partial batch, an evaluation pass in train mode) is split
+into as many slices of about b samples as it holds (at least two samples each); eval mode calls `norm` on
+the whole batch.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from normbench.norms.batch import BatchNorm
 class PerDeviceNorm(nn.Module):
     """Applies `norm` to each of `devices` interleaved slices of a training batch (module docstring)."""
 
-    def __init__(self, norm: nn.Module, devices: int):
+    def __init__(self, norm: nn.Module, devices: int, per_device_batch: int | None = None):
         super().__init__()
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
+        if per_device_batch is not None and per_device_batch < 1:
+            raise ValueError(f"per_device_batch must be >= 1, got {per_device_batch}")
         self.norm = norm
         self.devices = devices
+        self.per_device_batch = per_device_batch
 
     @property
     def weight(self) -> torch.Tensor | None:
@@ -42,8 +47,9 @@ class PerDeviceNorm(nn.Module):
         return getattr(self.norm, "bias", None)
 
     def slices(self, n: int) -> int:
-        """How many slices a batch of `n` samples is split into (fewer than `devices` only for tiny batches)."""
-        return max(1, min(self.devices, n // 2))
+        """How many slices a batch of `n` samples is split into (fewer than `devices` for a short batch)."""
+        share = max(2, self.per_device_batch or 2)
+        return max(1, min(self.devices, n // share))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.slices(x.shape[0]) if self.training else 1
@@ -75,7 +81,7 @@ class PerDeviceNorm(nn.Module):
         return torch.cat(outs)[torch.argsort(order)]
 
     def extra_repr(self) -> str:
-        return f"devices={self.devices}"
+        return f"devices={self.devices}, per_device_batch={self.per_device_batch}"
 
 
 def ghost_batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -104,13 +110,13 @@ def ghost_batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tenso
     return y.reshape(x.shape)
 
 
-def per_device(factory, devices: int):
+def per_device(factory, devices: int, per_device_batch: int | None = None):
     """Wraps a `(num_channels) -> nn.Module` norm factory so each layer normalizes per emulated device."""
     if devices == 1:
         return factory
 
     def wrapped(num_channels: int) -> nn.Module:
-        return PerDeviceNorm(factory(num_channels), devices)
+        return PerDeviceNorm(factory(num_channels), devices, per_device_batch)
 
     for attr in ("norm_name", "options"):
         if hasattr(factory, attr):

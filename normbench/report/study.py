@@ -172,13 +172,16 @@ class TrialRecord:
 
     @property
     def outcome(self) -> str:
-        """ok | diverged | failed | running | pruned: what the seed column reports for this trial."""
+        """ok | diverged | failed | running | queued | pruned: what the seed column reports for this trial.
+
+        `queued`: WAITING in the study, never started (e.g. beyond a `sweep.max_trials` budget).
+        """
         if self.state == "COMPLETE":
             if self.summary is None:
                 return "failed"
             status = self.summary.get("status", "ok")
             return "ok" if status == "ok" else str(status)
-        return {"FAIL": "failed", "RUNNING": "running", "WAITING": "running", "PRUNED": "pruned"}.get(
+        return {"FAIL": "failed", "RUNNING": "running", "WAITING": "queued", "PRUNED": "pruned"}.get(
             self.state, self.state.lower())
 
     def metric(self, key: str) -> float | None:

@@ -8,7 +8,9 @@
 
 Test kinds (metrics are run metrics of normbench.report.metrics; selectors pick configurations by their
 swept values; `level` defaults to 0.95):
-    difference     a - b per seed: paired Student-t interval when the seeds pair up, else Welch.
+    difference     a - b per seed: paired Student-t interval when the seeds pair up, else Welch. `metric`
+                   is a's metric and b's unless `metric_b` names b's (e.g. precise vs EMA accuracy of one
+                   configuration).
                    expect: greater (interval above margin), less (below -margin), equivalent (the
                    1 - 2(1 - level) interval inside +-margin: two one-sided tests), not_less (interval
                    above -margin: non-inferiority), not_greater.
@@ -20,6 +22,8 @@ swept values; `level` defaults to 0.95):
     argmin_ratio   the argmins of `over` for selections a and b are within a factor `max_ratio`.
     extreme        the mean of `select` is the largest (which: max) or smallest (min) of the
                    configurations matching `among`.
+    rank           the mean of `select` ranks at most `at_most` among the configurations matching `among`
+                   (rank 1 = the lowest mean; for an error, the best).
     correlation    Spearman's rho between two metrics across the configurations matching `select` is at
                    least `min`.
     frequency      the (run, epoch) pairs of `select` where history[better] - history[worse] exceeds
@@ -45,12 +49,13 @@ from normbench.report.tables import format_value
 EXPECT = ("greater", "less", "equivalent", "not_less", "not_greater")
 KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # kind: (required args, optional args); every kind takes part and level
-    "difference": (("metric", "a", "b", "expect"), ("margin", "scale", "unit")),
+    "difference": (("metric", "a", "b", "expect"), ("metric_b", "margin", "scale", "unit")),
     "mean_within": (("metric", "select", "low", "high"), ("require", "scale", "unit")),
     "range_less": (("metric", "over", "a", "b"), ("values", "scale", "unit")),
     "argmin_between": (("metric", "over", "select", "low", "high"), ("interior",)),
     "argmin_ratio": (("metric", "over", "a", "b", "max_ratio"), ()),
     "extreme": (("metric", "select", "among", "which"), ("scale", "unit")),
+    "rank": (("metric", "select", "among", "at_most"), ("scale", "unit")),
     "correlation": (("x", "y", "min"), ("select",)),
     "frequency": (("select", "threshold", "min_count"), ("better", "worse", "scale", "unit")),
 }
@@ -214,7 +219,8 @@ def describe_test(test: Mapping[str, Any]) -> str:
                 "equivalent": f"inside ±{margin} (two one-sided tests, {100 * (2 * level - 1):g}% interval)",
                 "not_less": f"above -{margin}", "not_greater": f"below +{margin}"}[test["expect"]]
         lvl = "" if test["expect"] == "equivalent" else f"{100 * level:g}% "
-        return (f"{test['metric']}[{_describe(test['a'])}] - {test['metric']}[{_describe(test['b'])}] per seed: "
+        metric_b = test.get("metric_b", test["metric"])
+        return (f"{test['metric']}[{_describe(test['a'])}] - {metric_b}[{_describe(test['b'])}] per seed: "
                 f"the {lvl}interval lies {what}")
     if kind == "mean_within":
         what = "mean" if test.get("require") == "mean" else f"{100 * level:g}% t-interval of the mean"
@@ -233,6 +239,9 @@ def describe_test(test: Mapping[str, Any]) -> str:
     if kind == "extreme":
         return (f"mean {test['metric']} of [{_describe(test['select'])}] is the {test['which']} among "
                 f"[{_describe(test['among'])}]")
+    if kind == "rank":
+        return (f"mean {test['metric']} of [{_describe(test['select'])}] ranks at most {test['at_most']} "
+                f"(1 = lowest) among [{_describe(test['among'])}]")
     if kind == "correlation":
         return (f"Spearman rho between the mean {test['x']} and mean {test['y']} of the configurations "
                 f"[{_describe(test.get('select', {}))}] >= {test['min']:g}")
@@ -252,7 +261,8 @@ def _difference(test, res):
     level = float(test.get("level", 0.95))
     expect, margin = test["expect"], float(test.get("margin", 0.0))
     ci_level = 2 * level - 1 if expect == "equivalent" else level
-    cmp = compare_seeds(dict(b.metric_values(test["metric"])), dict(a.metric_values(test["metric"])), ci_level)
+    metric_b = test.get("metric_b", test["metric"])
+    cmp = compare_seeds(dict(b.metric_values(metric_b)), dict(a.metric_values(test["metric"])), ci_level)
     stats = {"value": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n}
     if cmp.low is None or cmp.high is None:
         return None, f"mean difference {_fmt(cmp.mean, scale, unit, True)} with n={cmp.n}: too few seeds " \
@@ -360,6 +370,19 @@ def _extreme(test, res):
         {"value": mine, "n": len(among)}
 
 
+def _rank(test, res):
+    scale, unit = _units(test)
+    target = _one(res, test["select"])
+    among = sorted(_means(select(res, test["among"]), test["metric"]), key=lambda gm: gm[1])
+    place = next((i + 1 for i, (g, _) in enumerate(among) if g is target), None)
+    if place is None:
+        return None, "the selected configuration has no finished run", {}
+    mine = among[place - 1][1]
+    return place <= int(test["at_most"]), \
+        f"rank {place} of {len(among)} (mean {_fmt(mine, scale, unit)}; lowest {_fmt(among[0][1], scale, unit)})", \
+        {"value": float(place), "n": len(among)}
+
+
 def _spearman(x: list[float], y: list[float]) -> float:
     def ranks(v):
         order = np.argsort(v, kind="stable")
@@ -421,7 +444,7 @@ def _frequency(test, res):
 
 _EVALUATORS = {
     "difference": _difference, "mean_within": _mean_within, "range_less": _range_less,
-    "argmin_between": _argmin_between, "argmin_ratio": _argmin_ratio, "extreme": _extreme,
+    "argmin_between": _argmin_between, "argmin_ratio": _argmin_ratio, "extreme": _extreme, "rank": _rank,
     "correlation": _correlation, "frequency": _frequency,
 }
 

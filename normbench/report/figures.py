@@ -424,7 +424,8 @@ def draw(data: FigureData):
         n_labels = len(ax.get_legend_handles_labels()[0])
         if n_labels:
             ax.legend(fontsize=7, ncol=1 if n_labels <= 6 else 2)
-    axes[0].set_title(data.title, fontsize=9)
+    if data.title:
+        axes[0].set_title(data.title, fontsize=9)
     return fig
 
 

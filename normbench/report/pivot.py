@@ -139,7 +139,7 @@ def build_pivot(results: SweepResults, options: dict[str, Any]) -> Table:
     elif options.get("deltas_only"):
         raise ConfigError("table.deltas_only needs table.compare (the baseline row)")
 
-    extra = [f"{col.label}; cells: mean ± std over the {n_seeds} seeds (fewer finished where (n) is shown)."]
+    extra = [f"{col.label}; cells: mean ± std over the {n_seeds} seeds (fewer finished where (n) is shown)"]
     if options.get("row_options"):
         extra += _row_options(cell_group, rows_keys, col_key, results.dims, labels)
     footer = _footer(results, {**options, "_pivot": True}, body, extra)

@@ -98,7 +98,8 @@ def test_reproduce_runs_the_study_and_writes_every_result(done, root, capsys):
     claims = {c["id"]: c for c in json.loads((done / "claims.json").read_text())}
     assert claims["bn_mean"]["verdict"] == "held" and claims["gn_vs_bn"]["verdict"] in ("held", "not held")
     readme = (done / "README.md").read_text()
-    assert "## Claims" in readme and "`gn_vs_bn`" in readme and "![error_vs_batch](figures/error_vs_batch.png)" in readme
+    assert "## Claims" in readme and "`gn_vs_bn`" in readme
+    assert "![error_vs_batch](figures/error_vs_batch.png)" in readme
     # a second run trains nothing and rewrites the same bytes
     before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file()}
     assert main(["reproduce", "tiny"]) == 0
@@ -126,8 +127,13 @@ def test_check_passes_on_fresh_results_and_catches_any_edit(done, capsys):
     assert "DIFFERS: table.md" in out and "DIFFERS: claims.json" in out
 
 
-def test_check_works_without_the_database(done, root, capsys):
+def test_check_and_regenerate_work_without_the_database(done, root, capsys):
     shutil.rmtree(root / "runs")  # a fresh clone has the committed records only
+    assert main(["reproduce", "tiny", "--check"]) == 0
+    (done / "table.md").write_text("stale\n")
+    (done / "figures" / "old_figure.png").write_bytes(b"stale")
+    assert main(["reproduce", "tiny", "--regenerate"]) == 0
+    assert not (done / "figures" / "old_figure.png").exists()
     assert main(["reproduce", "tiny", "--check"]) == 0
 
 

@@ -4,6 +4,7 @@
     python -m normbench reproduce STUDY [sweep.n_workers=N] [sweep.storage=URL] [sweep.max_trials=N]
                                         [part=NAME] [scale=cpu|smoke|full|...] [results_dir=DIR] [work_dir=DIR]
     python -m normbench reproduce STUDY --check
+    python -m normbench reproduce STUDY --regenerate
 
 Run: every part's grid runs as an Optuna study under `work_dir` (default runs/studies/, one SQLite file per
 part; or `sweep.storage`, shared by many machines), resumable: a second command picks up where the first
@@ -15,6 +16,9 @@ Check: regenerates everything from the committed records (no training, no databa
 folder and compares it with the committed files, byte for byte: tables, claims, provenance, README, the
 figures' data; the PNG/PDF images too when this matplotlib is the one that drew them (their bytes depend
 on its version). Exit code 0 when everything matches, 1 with the list of differences otherwise.
+
+Regenerate: rewrites the generated files in place from the committed records (no training), e.g. after a
+change to how tables are drawn; `git diff` then shows exactly what changed.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from normbench.errors import ConfigError
 from normbench.experiments.spec import CANONICAL_SCALE, Experiment, available, load_experiment, repo_root
 from normbench.records import write_bytes_atomic, write_text_atomic
 
-FLAGS = ("--check", "--list")
+FLAGS = ("--check", "--list", "--regenerate")
 KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part")
 MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("png", "pdf")
@@ -56,10 +60,10 @@ def parse(args: list[str]) -> Args:
         if f not in FLAGS:
             raise ConfigError(f"unknown flag '{f}' for 'reproduce'; accepted: {', '.join(FLAGS)}")
     if len(flags) > 1:
-        raise ConfigError("give one of --check and --list")
+        raise ConfigError(f"give one of {', '.join(FLAGS)}")
     rest = [a for a in args if not a.startswith("--")]
     names = [a for a in rest if "=" not in a]
-    out = Args(mode={"--check": "check", "--list": "list"}.get(flags[0], "run") if flags else "run",
+    out = Args(mode=flags[0].lstrip("-") if flags else "run",
                study=names[0] if names else None)
     if len(names) > 1:
         raise ConfigError(f"'reproduce' takes one study, got {', '.join(names)}")
@@ -86,8 +90,8 @@ def parse(args: list[str]) -> Args:
     if not out.study:
         raise ConfigError(f"'reproduce' needs a study; accepted: {', '.join(available()) or '(none)'} "
                           "(or --list)")
-    if out.mode == "check" and (out.n_workers != 1 or out.storage or out.work_dir or out.part or out.max_trials):
-        raise ConfigError("--check reads the committed records only; it takes scale= and results_dir= alone")
+    if out.mode != "run" and (out.n_workers != 1 or out.storage or out.work_dir or out.part or out.max_trials):
+        raise ConfigError(f"--{out.mode} reads the committed records only; it takes scale= and results_dir= alone")
     return out
 
 
@@ -102,7 +106,31 @@ def main(argv: list[str]) -> int:
     results_dir = args.results_dir or repo_root() / "results"
     if args.mode == "check":
         return check(exp, results_dir / exp.results_name)
+    if args.mode == "regenerate":
+        return regenerate(exp, results_dir / exp.results_name)
     return run(exp, args, results_dir)
+
+
+def regenerate(exp: Experiment, folder: Path) -> int:
+    """Rewrites the study's generated files from its committed records; removes ones no longer generated."""
+    _require_records(exp, folder)
+    written, claims = generate(exp, folder, folder)
+    keep = {p.resolve() for p in written}
+    for old in sorted(folder.rglob("*")):
+        rel = old.relative_to(folder)
+        if old.is_file() and rel.parts[0] != "records" and rel.name != "finding.md" and old.resolve() not in keep:
+            old.unlink()
+            print(f"removed {old} (no longer generated)")
+    for path in written:
+        print(f"wrote {path}")
+    print_claims(claims)
+    return 0
+
+
+def _require_records(exp: Experiment, folder: Path) -> None:
+    if not (folder / "records").is_dir():
+        raise ConfigError(f"no committed results for study {exp.name}: {folder}/records/ does not exist (run "
+                          f"`python -m normbench reproduce {exp.name}` first)")
 
 
 # ---------------------------------------------------------------------------------------------- generate
@@ -245,9 +273,7 @@ def _grid_points(spec: Any) -> int:
 
 def check(exp: Experiment, folder: Path) -> int:
     """Regenerates the study from its committed records and compares every file; 0 when all match."""
-    if not (folder / "records").is_dir():
-        raise ConfigError(f"no committed results for study {exp.name}: {folder}/records/ does not exist (run "
-                          f"`python -m normbench reproduce {exp.name}` first)")
+    _require_records(exp, folder)
     with tempfile.TemporaryDirectory(prefix=f"normbench-check-{exp.name}-") as tmp:
         written, claims = generate(exp, folder, Path(tmp))
         problems, notes = compare(Path(tmp), folder, written)

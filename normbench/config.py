@@ -98,7 +98,7 @@ class CalibSchema:
 class RootSchema:
     seed: int = 0
     out_dir: str | None = None
-    results_dir: str = "results"
+    results_dir: str = "runs/sweeps"
 
 
 @dataclass

@@ -84,7 +84,7 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
     if unknown:
         raise ConfigError(f"unknown key '{section}.{unknown[0]}' in configs/sweep/{sweep}.yaml; "
                           f"accepted: {', '.join(accepted)}")
-    results_dir = Path(str(values.get("results_dir") or "results"))
+    results_dir = Path(str(values.get("results_dir") or "runs/sweeps"))
     storage = values.get("sweep.storage")
     return ReportArgs(sweep, results_dir, str(storage) if storage else None, options)
 

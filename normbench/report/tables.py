@@ -368,10 +368,11 @@ def _md_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
         return f"{f'**{body}**' if cell.bold else body} ({cell.n})"
-    return _delta_text(cell, cell.mean, cell.low, cell.high, "†")
+    return delta_text(cell, cell.mean, cell.low, cell.high, "†")
 
 
-def _delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str) -> str:
+def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str) -> str:
+    """A Δ cell as text (numbers already in the format's notation): `mean [low, high]† (n)` or `(n vs m)`."""
     ci = f" [{low}, {high}]" if low is not None else " [no CI]"
     n = f"{cell.n} vs {cell.n_baseline}" if cell.method == WELCH else f"{cell.n}"
     return f"{mean}{ci}{mark if cell.significant else ''} ({n})"
@@ -415,7 +416,7 @@ def _tex_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = _tex_num(cell.mean) if cell.std is None else f"{_tex_num(cell.mean)} $\\pm$ {cell.std}"
         return f"{_tex_bold(body) if cell.bold else body} ({cell.n})"
-    return _delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
+    return delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
                        None if cell.high is None else _tex_num(cell.high), "$^\\dagger$")
 
 

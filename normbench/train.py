@@ -17,12 +17,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from normbench.config import DataSchema, norm_batch_size, options_of, resolve_accelerator, to_dict, validate
+from normbench.config import DataSchema, from_mapping, norm_batch_size, options_of, resolve_accelerator, to_dict
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.lit.accumulation import accumulation_callbacks
-from normbench.lit.calibration import calibration_callbacks
+from normbench.lit.calibration import calibration_callbacks, failure_reason
 from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.norms.momentum import running_stats_fields
@@ -132,11 +132,12 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     """Runs one training run for a validated config and writes its summary record.
 
     Args:
-        cfg: a config from `normbench.config.load_config` (a plain dict is validated first).
+        cfg: a config from `normbench.config.load_config`, or a mapping, possibly partial, completed with the
+            same YAML defaults as the command line (`normbench.config.from_mapping`).
         callbacks: extra Lightning callbacks; any with a `summary()` method adds its fields to the record.
     """
     if not isinstance(cfg, DictConfig):
-        cfg = validate(cfg)
+        cfg = from_mapping(cfg)
     quiet_lightning()
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
@@ -162,7 +163,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
     # Epoch-end order matters: accumulation windows are committed before the evaluator measures, and
     # calibration adds its per-epoch figures to the evaluator's history records.
-    all_callbacks: list[L.Callback] = [throughput, *accumulation_callbacks(net), evaluator,
+    trained = TrainingFinished()  # first: its on_train_end runs before any measurement's
+    all_callbacks: list[L.Callback] = [trained, throughput, *accumulation_callbacks(net), evaluator,
                                        *calibration_callbacks(cfg, data, evaluator, out_dir), *callbacks]
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
@@ -199,18 +201,31 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         # sync_bn on GPUs: torch's nn.SyncBatchNorm (it raises on CPU, where normbench's own layer runs)
         sync_batchnorm=use_torch_sync_batchnorm(cfg.norm.name, accelerator, cfg.trainer.devices),
     )
+    errors: dict[str, str] = {}
+    logger_closed = False
     try:
         with shared_run_dir(out_dir, cfg.trainer.devices):
             trainer.fit(module, train_dataloaders=train_loader)
+    except Exception as e:
+        close_logger(logger, failed=True)
+        if not trained.done:
+            raise
+        # Training finished; an end-of-training hook failed. The trained run is recorded, with the failure.
+        errors["on_train_end"] = failure_reason(e)
+        logger_closed = True
     except BaseException:
         close_logger(logger, failed=True)
         raise
 
-    summary: dict[str, Any] = {"status": "ok"}
+    summary: dict[str, Any] = {"status": "ok", "measurement_errors": {}}
     for cb in all_callbacks:
         part = getattr(cb, "summary", None)
         if callable(part):
-            summary.update(part())
+            try:
+                summary.update(part())
+            except Exception as e:  # noqa: BLE001 - one callback's figures must not lose the run
+                errors[f"{type(cb).__name__}.summary"] = failure_reason(e)
+    summary["measurement_errors"] = {**summary["measurement_errors"], **errors}
     if summary.get("diverged_at_epoch") is not None:
         summary["status"] = "diverged"
     k, devices = cfg.trainer.accumulate_grad_batches, cfg.trainer.devices
@@ -224,7 +239,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "dataset": cfg.data.name,
         "batch_size": bs,
         "norm_batch_size": norm_batch_size(cfg),
-        **running_stats_fields(cfg, net),
+        **running_stats_fields(cfg, net, samples_seen=throughput.examples),
         "accumulate_grad_batches": k,
         "devices": devices,
         "effective_batch_size": bs * k * devices,
@@ -243,8 +258,19 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     })
     if trainer.is_global_zero:
         write_json_atomic(out_dir / SUMMARY_FILE, summary)
-        close_logger(logger, summary=summary, out_dir=out_dir)
+        if not logger_closed:
+            close_logger(logger, summary=summary, out_dir=out_dir)
     return RunResult(summary, out_dir, module, trainer.is_global_zero)
+
+
+class TrainingFinished(L.Callback):
+    """Marks that the training loop ended (its on_train_end runs first), so a later failure keeps the run."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.done = True
 
 
 def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | None = None,

@@ -8,17 +8,14 @@ an intended change with `NORMBENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_r
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import os
 import statistics
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 
 from normbench.cli import main
-from normbench.report.stats import bootstrap_ci, bootstrap_distribution
 from normbench.report.study import ReportArgs, load_results
 from normbench.report.tables import TABLE_OPTIONS
 
@@ -152,16 +149,10 @@ def test_cells_match_statistics_computed_independently(results_dir):
     assert rows[("gn", "32", "–")][seeds_col].text == "3/3"  # the failed attempt was retried
 
 
-def brute_force_ci(diffs: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap by listing all n**n equally likely resamples (independent of the composition count)."""
-    n = len(diffs)
-    means = sorted(sum(r) / n for r in itertools.product(diffs, repeat=n))
-    k_lo = next(k for k in range(len(means)) if (k + 1) / len(means) >= (1 - level) / 2 - 1e-12)
-    k_hi = next(k for k in range(len(means)) if (k + 1) / len(means) >= 1 - (1 - level) / 2 - 1e-12)
-    return means[k_lo], means[k_hi]
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the zero-spread row
+def test_paired_comparison_matches_scipy_paired_t_test_and_holm(results_dir):
+    from scipy import stats as sps
 
-
-def test_paired_comparison_matches_brute_force_bootstrap(results_dir):
     from normbench.report.tables import build_table
 
     ref = ReportArgs(SWEEP, results_dir, None, {**TABLE_OPTIONS, "compare": "gn"})
@@ -169,44 +160,88 @@ def test_paired_comparison_matches_brute_force_bootstrap(results_dir):
     col = next(i for i, h in enumerate(table.headers) if h.startswith("Δ test acc (%) vs norm=gn"))
     rows = {(r[0].text, r[1].text, r[2].text): r[col] for r in table.rows}
     gn = {bs: i for i, (norm, bs, _, _) in enumerate(CONFIGS) if norm == "gn"}
+    bad = (MISSING, FAILED, DIVERGED)
+    raw_p, cells = [], []
     for i, (norm, bs, mom, _) in enumerate(CONFIGS):
         cell = rows[(norm, str(bs), "–" if mom is None else f"{mom:g}")]
         if norm == "gn":
             assert cell.text == "baseline"
             continue
-        bad = (MISSING, FAILED, DIVERGED)
-        seeds = [s for s in SEEDS if (norm, bs, mom, s) not in bad and ("gn", bs, None, s) not in bad]
-        diffs = [(acc_of(i, s) - acc_of(gn[bs], s)) * 100 for s in seeds]
-        assert cell.mean == f"{statistics.mean(diffs):+.2f}" and cell.n == len(seeds)
-        if len(seeds) > 1:
-            lo, hi = brute_force_ci(diffs)
+        mine = [s for s in SEEDS if (norm, bs, mom, s) not in bad]
+        base = [s for s in SEEDS if ("gn", bs, None, s) not in bad]
+        a = [acc_of(i, s) * 100 for s in mine]
+        b = [acc_of(gn[bs], s) * 100 for s in base]
+        if set(mine) <= set(base) and len(mine) >= 2:  # every seed pairs up: paired t on the differences
+            res = sps.ttest_rel(a, [acc_of(gn[bs], s) * 100 for s in mine])
+            diffs = [x - y for x, y in zip(a, [acc_of(gn[bs], s) * 100 for s in mine], strict=True)]
+            assert cell.method == "paired-t" and cell.n == len(mine)
+            assert cell.mean == f"{statistics.mean(diffs):+.2f}"
+        else:  # Welch between all finished seeds of each
+            res = sps.ttest_ind(a, b, equal_var=False)
+            assert cell.method == "welch" and (cell.n, cell.n_baseline) == (len(mine), len(base))
+            assert cell.mean == f"{statistics.mean(a) - statistics.mean(b):+.2f}"
+        if len(mine) >= 2 and len(base) >= 2:
+            lo, hi = res.confidence_interval(0.95)
             assert (cell.low, cell.high) == (f"{lo:+.2f}", f"{hi:+.2f}")
+            raw_p.append(float(res.pvalue))
+            cells.append(cell)
+    assert len(cells) >= 2
+    # Holm by hand: sort, multiply the i-th smallest by m - i, running maximum, cap at 1
+    order = sorted(range(len(raw_p)), key=raw_p.__getitem__)
+    adj, run = [0.0] * len(raw_p), 0.0
+    for rank, k in enumerate(order):
+        run = max(run, min(1.0, (len(raw_p) - rank) * raw_p[k]))
+        adj[k] = run
+    for cell, p in zip(cells, adj, strict=True):
+        assert cell.p_holm == pytest.approx(p, rel=1e-6, abs=1e-12)
+        assert cell.significant == (p <= 0.05)
+
+
+def test_single_seed_difference_has_no_interval_and_says_so(tmp_path):
+    root = tmp_path / "r"
+    (root / "one").mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="one", storage=f"sqlite:///{root / 'one' / 'study.db'}")
+    for i, seeds in ((0, [0]), (4, [0, 1])):  # bn: one seed finished; gn (the baseline): two
+        for seed in seeds:
+            s = run_summary(i, seed)
+            t = optuna.trial.create_trial(value=s["test_acc"], user_attrs={
+                "params": {"norm": CONFIGS[i][0], "seed": seed}, "summary": s})
+            t.datetime_complete = T0
+            study.add_trial(t)
+    assert main(["table", "sweep=one", f"results_dir={root}", "table.compare=gn"]) == 0
+    md = (root / "one" / "table.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| bn |"))
+    diff = (acc_of(0, 0) - statistics.mean([acc_of(4, 0), acc_of(4, 1)])) * 100
+    assert f"| {diff:+.2f} [no CI] (1 vs 2) |" in row
+    assert "_No CI: fewer than 2 values._" in md and "Welch" in md
+    tex = (root / "one" / "table.tex").read_text()
+    assert "[no CI] (1 vs 2)" in tex and "dagger" not in tex  # nothing to test: no guard line
+
+
+def test_queued_running_and_failed_trials_are_told_apart(tmp_path):
+    """A `sweep.max_trials` run leaves the rest of the grid WAITING: queued (never started), not running."""
+    root = tmp_path / "r"
+    (root / "q").mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="q", storage=f"sqlite:///{root / 'q' / 'study.db'}")
+    states = {0: "COMPLETE", 1: "RUNNING", 2: "FAIL", 3: "WAITING", 4: "WAITING"}
+    for seed, state in states.items():
+        s = run_summary(4, seed)
+        attrs = {"params": {"norm": "gn", "seed": seed}}
+        if state == "COMPLETE":
+            t = optuna.trial.create_trial(value=s["test_acc"], user_attrs={**attrs, "summary": s})
+            t.datetime_complete = T0
+            study.add_trial(t)
+        elif state == "WAITING":
+            study.enqueue_trial({}, user_attrs=attrs)
         else:
-            assert cell.low is None
-
-
-def test_bootstrap_exact_distribution_against_closed_forms():
-    means, probs = bootstrap_distribution([1.0, 3.0])  # resamples {1,1}, {1,3} twice, {3,3}
-    np.testing.assert_allclose(means, [1.0, 2.0, 3.0])
-    np.testing.assert_allclose(probs, [0.25, 0.5, 0.25])
-    x = [0.3, -0.1, 0.5, 0.2]
-    means, probs = bootstrap_distribution(x)
-    assert probs.sum() == pytest.approx(1.0)
-    assert float(means @ probs) == pytest.approx(np.mean(x))  # the bootstrap mean is unbiased for the mean
-    assert float(((means - np.mean(x)) ** 2) @ probs) == pytest.approx(np.var(x) / len(x))  # its variance
-    ci = bootstrap_ci(x)
-    assert (ci.low, ci.high) == pytest.approx(brute_force_ci(x))
-
-
-def test_bootstrap_monte_carlo_path_is_deterministic_and_close_to_exact():
-    x = list(np.linspace(-1.0, 2.0, 11))  # n = 11 > EXACT_MAX_N: Monte Carlo with a fixed seed
-    a, b = bootstrap_ci(x), bootstrap_ci(x)
-    assert a == b
-    means, probs = bootstrap_distribution(x)  # exact, slower, as the reference
-    cdf = np.cumsum(probs)
-    lo, hi = means[np.searchsorted(cdf, 0.025)], means[np.searchsorted(cdf, 0.975)]
-    step = 3 / 10 / 11  # resample means lie on a grid of this spacing: allow one step of Monte Carlo noise
-    assert a.low == pytest.approx(lo, abs=step * 1.01) and a.high == pytest.approx(hi, abs=step * 1.01)
+            study.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state),
+                                                      user_attrs={**attrs, "fail_reason": "x"}))
+    assert main(["table", "sweep=q", f"results_dir={root}"]) == 0
+    md = (root / "q" / "table.md").read_text()
+    assert "| 1/5 (failed: 2; running: 1; queued: 3, 4) |" in md
+    assert "5 runs (1 ok, 1 failed, 1 running, 2 queued)" in md
 
 
 def test_default_columns_not_recorded_are_left_out_and_named(tmp_path):
@@ -307,6 +342,18 @@ def test_dashboard_offline_writes_the_panels_as_html(results_dir, monkeypatch, t
                   "Calibration error vs BN momentum", "EMA vs precise-statistics test accuracy per epoch"):
         assert f"<h2>{title}</h2>" in page
     assert page.count("<svg") == 4 and "2/3 (diverged: 1)" in page
+
+
+def test_dashboard_table_shows_the_comparison_like_the_markdown(results_dir):
+    from normbench.report.dashboard import render_html
+    from normbench.report.figures import REPORT_OPTIONS
+
+    ref = ReportArgs(SWEEP, results_dir, None, dict(REPORT_OPTIONS))
+    page = render_html(load_results(ref), ref, {**TABLE_OPTIONS, "compare": "gn"})
+    md_row = (GOLDEN / "report_fixture_table.md").read_text().splitlines()[2]  # bn / 2 / 0.01: Welch, significant
+    delta = md_row.split(" | ")[-2]
+    assert delta.endswith("† (3 vs 2)") and f"<td class='r'>{delta}</td>" in page
+    assert "Holm&#x27;s correction over the 4 differences" in page
 
 
 def test_wandb_report_object_has_the_panels(results_dir):

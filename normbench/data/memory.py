@@ -69,12 +69,15 @@ class BatchLoader:
     `world_size` times the batch size would draw.
     `augment` applies random horizontal flips and 4-pixel-padded random crops per batch, on the device.
     Without `drop_last`, a trailing partial batch smaller than `min_batch` is still dropped (a batch of one
-    sample is meaningless to batch-statistics norms, which then get `min_batch=2`).
+    sample is meaningless to batch-statistics norms, which then get `min_batch=2`). With `tail_multiple=m`
+    a trailing partial batch of r > m samples comes as two batches, the largest multiple of m and the rest,
+    for norms that split a batch into sub-batches of m (ghost BN normalizes a batch of at most m samples as
+    one ghost batch). `left_out` counts the samples per epoch that no batch holds.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
                  min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
-                 distributed: bool = False):
+                 distributed: bool = False, tail_multiple: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -83,6 +86,7 @@ class BatchLoader:
             raise ValueError("give rank/world_size or distributed=True, not both")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.min_batch = batch_size, shuffle, drop_last, min_batch
+        self.tail_multiple = max(1, tail_multiple)
         self.augment, self.distributed = augment, distributed
         self._rank, self._world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -109,9 +113,26 @@ class BatchLoader:
         world_size = self.world_size
         return len(self.x) // world_size if world_size > 1 else len(self.x)
 
+    def batch_slices(self) -> list[tuple[int, int]]:
+        """(start, size) of every batch of an epoch, as positions in the (rank's share of the) order."""
+        b, m = self.batch_size, self.tail_multiple
+        full, rest = divmod(self.per_rank, b)
+        out = [(i * b, b) for i in range(full)]
+        if rest and not self.drop_last:
+            start = full * b
+            for size in ([rest] if rest <= m else [rest - rest % m, rest % m]):
+                if size >= max(1, self.min_batch):
+                    out.append((start, size))
+                start += size
+        return out
+
+    @property
+    def left_out(self) -> int:
+        """Samples of this rank's share that no batch of an epoch holds (drop_last, min_batch)."""
+        return self.per_rank - sum(size for _, size in self.batch_slices())
+
     def __len__(self) -> int:
-        full, rest = divmod(self.per_rank, self.batch_size)
-        return full + (1 if rest and not self.drop_last and rest >= self.min_batch else 0)
+        return len(self.batch_slices())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
@@ -120,9 +141,8 @@ class BatchLoader:
         if world_size > 1:
             order = order[rank: self.per_rank * world_size: world_size]
         order = order.to(self.x.device)
-        b = self.batch_size
-        for i in range(len(self)):
-            idx = order[i * b: (i + 1) * b]
+        for start, size in self.batch_slices():
+            idx = order[start: start + size]
             xb = self.x.index_select(0, idx)
             if self.augment:
                 xb = flip_and_crop(xb, self.generator)

@@ -20,8 +20,14 @@ Norms without running statistics report null for the calibration figures, test_a
 test_acc_precise and precise_gain. `<out_dir>/calibration.json` holds the per-layer table per epoch.
 
 Batches of the train-mode passes have the training batch size and a seeded random order (the population
-pass: a fixed seeded subset of the training set, the same at every epoch); a trailing batch of one
-sample is dropped (a batch-statistics norm cannot normalize it), so those figures may miss one sample.
+pass: a fixed seeded subset of the training set, the same at every epoch). A trailing partial batch is
+split where the norm needs it (ghost BN: the largest multiple of its ghost batch size, then the rest as one
+smaller ghost batch) and a trailing batch of one sample is dropped (a batch-statistics norm cannot
+normalize it); `calib_left_out`, `train_acc_batch_left_out` and `test_acc_batch_left_out` count the
+samples a pass left out (0 almost always).
+
+A measurement that fails after (or between) training epochs never takes the run down: its figures are
+null, `measurements` maps each measurement to ok / failed, and `measurement_errors` gives the reason.
 """
 
 from __future__ import annotations
@@ -42,14 +48,23 @@ from normbench.records import write_json_atomic
 
 CALIBRATION_FILE = "calibration.json"
 # Aggregate fields that do not change between epochs: in calibration.json and the summary, not the history.
-RUN_CONSTANTS = ("calib_layers", "calib_samples")
+RUN_CONSTANTS = ("calib_layers", "calib_samples", "calib_left_out")
 SUMMARY_KEYS = ("calib_layers", "calib_mean_rel_err", "calib_mean_rel_err_worst", "calib_var_log_ratio",
                 "calib_var_log_ratio_worst", "calib_kl", "calib_kl_worst", "calib_worst_layer", "calib_samples",
                 "test_acc_ema", "test_acc_precise", "test_loss_precise", "precise_gain", "train_acc_batch",
-                "test_acc_batch", "test_ece", "test_ece_precise", "recalibrated")
+                "test_acc_batch", "test_ece", "test_ece_precise", "recalibrated", "calib_left_out",
+                "train_acc_batch_left_out", "test_acc_batch_left_out")
 PRECISE_KEYS = ("test_acc_precise", "test_loss_precise", "test_ece_precise", "precise_gain")
 # Measured once after training (the per-epoch figures are logged at each epoch end).
 FINAL_LOGGED = ("test_acc_ema", "train_acc_batch", "test_acc_batch", "test_ece")
+# The measurements, each guarded on its own (a failure nulls its figures and is recorded with its reason).
+MEASUREMENTS = ("calibration", "test_acc_precise", "test_ece", "train_acc_batch", "test_acc_batch", "recalibrate")
+
+
+def failure_reason(e: BaseException) -> str:
+    """`Type: message` on one line, for a record."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
 
 
 class CalibrationMonitor(L.Callback):
@@ -58,6 +73,8 @@ class CalibrationMonitor(L.Callback):
     Args:
         data: the run's resident data.
         batch_size: the training (per-device micro-)batch size; train-mode passes use it.
+        norm_batch_size: the samples each norm call normalizes together (ghost BN: its ghost batch size);
+            a trailing partial batch of a train-mode pass is split into a multiple of it and the rest.
         samples: training samples in the population-statistics pass (all when there are fewer).
         every_n_epochs: measure after every n-th epoch; the last epoch is always measured.
         recalibrate: report the population-statistics model's figures as the run's train/test
@@ -74,12 +91,14 @@ class CalibrationMonitor(L.Callback):
             its divergence flag stops the measurements.
     """
 
-    def __init__(self, data: InMemoryData, batch_size: int, *, samples: int = 8192, every_n_epochs: int = 1,
+    def __init__(self, data: InMemoryData, batch_size: int, *, norm_batch_size: int | None = None,
+                 samples: int = 8192, every_n_epochs: int = 1,
                  recalibrate: bool = False, precise_test_every_epoch: bool = False, eval_batch_size: int = 1024,
                  seed: int = 0, augment: bool = False, ece_bins: int = 15, out_dir: Path | str | None = None,
                  evaluator: Any = None) -> None:
         self.data = data
         self.batch_size = batch_size
+        self.norm_batch_size = norm_batch_size or batch_size
         self.samples = samples
         self.every_n_epochs = every_n_epochs
         self.recalibrate = recalibrate
@@ -93,6 +112,7 @@ class CalibrationMonitor(L.Callback):
         self.epochs: list[dict[str, Any]] = []  # calibration.json's entries
         self._final: dict[str, Any] = {}
         self._epoch = 0
+        self.errors: dict[str, str] = {}  # measurement -> reason of its (first) failure
         # (global_step, calibration, its aggregate, precise-test figures or None) of the latest measurement
         self._last: tuple[int, Calibration, dict[str, Any], dict[str, Any] | None] | None = None
 
@@ -101,7 +121,7 @@ class CalibrationMonitor(L.Callback):
     def _train_mode_loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool, augment: bool = False):
         # min_batch=2: a trailing one-sample batch cannot be normalized with batch statistics
         return BatchLoader(x, y, self.batch_size, shuffle=shuffle, drop_last=False, min_batch=2, seed=self.seed,
-                           augment=augment)
+                           augment=augment, tail_multiple=self.norm_batch_size)
 
     def calibration_batches(self) -> BatchLoader:
         """The population pass's batches: a fixed seeded subset of `samples` training samples."""
@@ -121,6 +141,14 @@ class CalibrationMonitor(L.Callback):
         """Running-statistics calibration of `net` now (the population pass on a deep copy)."""
         return calibrate(net, self.calibration_batches())
 
+    def _guard(self, name: str, fn, *args: Any) -> Any:
+        """fn(*args), or None when it raises: the failure is recorded, the run goes on."""
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - any failure of one measurement must not lose the run
+            self.errors.setdefault(name, failure_reason(e))
+            return None
+
     def precise_test(self, cal: Calibration, ema_test_acc: float | None) -> dict[str, Any]:
         """Test figures of the population-statistics model `cal.model` (all null without one)."""
         if cal.model is None:
@@ -133,7 +161,8 @@ class CalibrationMonitor(L.Callback):
     def _measure_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, Any]:
         """Measures, records the epoch in calibration.json and its history record; returns the aggregate."""
         cal = self.measure(pl_module.net)
-        figures: dict[str, Any] = {**cal.aggregate, "calib_samples": cal.samples}
+        left_out = None if cal.model is None else min(self.samples, len(self.data.train_x)) - cal.samples
+        figures: dict[str, Any] = {**cal.aggregate, "calib_samples": cal.samples, "calib_left_out": left_out}
         self._last = (trainer.global_step, cal, figures, None)
         self.epochs.append({"epoch": epoch, "layers": cal.layers, "aggregate": figures})
         self._add_to_history(epoch, figures)
@@ -168,60 +197,81 @@ class CalibrationMonitor(L.Callback):
         self._epoch = trainer.current_epoch + 1
         if self._diverged() or self._epoch % self.every_n_epochs:
             return
-        figures = dict(self._measure_epoch(trainer, pl_module, self._epoch))
+        measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
+        if measured is None:
+            return
+        figures = dict(measured)
         if self.precise_test_every_epoch:
             ema = (self._record(self._epoch) or {}).get("test_acc")
             if ema is None:  # no evaluator: one extra eval-mode pass
-                ema = evaluate(pl_module.net, self._test_batches())[1]
-            figures.update(self._add_precise(self._epoch, ema))
+                ema = self._guard("test_acc_precise", lambda: evaluate(pl_module.net, self._test_batches())[1])
+            figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
         pl_module.log_dict(_loggable(figures), on_epoch=True, prog_bar=False, logger=bool(trainer.loggers))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch == 0 or self._diverged():
             return
         net = pl_module.net
-        ema = evaluate_with_ece(net, self._test_batches(), self.data.num_classes, self.ece_bins)
+        ema = self._guard("test_ece", evaluate_with_ece, net, self._test_batches(), self.data.num_classes,
+                          self.ece_bins)
+        ema_acc = ema["acc"] if ema is not None else (self._record(self._epoch) or {}).get("test_acc")
         to_log: dict[str, Any] = {}
         if self._last is None or self._last[0] != trainer.global_step:  # last epoch not on the schedule
-            to_log.update(self._measure_epoch(trainer, pl_module, self._epoch))
-        precise = self._add_precise(self._epoch, ema["acc"])
-        to_log.update(precise)
-        _, cal, figures, _ = self._last
-        has_stats = cal.model is not None
-        final: dict[str, Any] = {
-            **figures,
-            **precise,
-            "test_acc_ema": ema["acc"] if has_stats else None,
-            "precise_gain": precise["test_acc_precise"] - ema["acc"] if has_stats else None,
-            "train_acc_batch": self.batch_stats_accuracy(net, "train"),
-            "test_acc_batch": self.batch_stats_accuracy(net, "test"),
-            "test_ece": ema["ece"],
-            "recalibrated": False,
-        }
-        if self.recalibrate and has_stats:
-            record = self._record(self._epoch) or {}
-            train_loss, train_acc = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
-            final.update(test_acc=precise["test_acc_precise"], test_loss=precise["test_loss_precise"],
-                         test_ece=precise["test_ece_precise"], train_acc=train_acc, train_loss=train_loss,
-                         acc_gap=train_acc - precise["test_acc_precise"], train_acc_ema=record.get("train_acc"),
-                         recalibrated=True)
+            to_log.update(self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch) or {})
+        final: dict[str, Any] = {"test_ece": None if ema is None else ema["ece"], "recalibrated": False}
+        cal = None
+        if self._last is not None and self._last[0] == trainer.global_step:  # calibrated with the final weights
+            _, cal, figures, _ = self._last
+            final.update(figures)
+            precise = self._guard("test_acc_precise", self._add_precise, self._epoch, ema_acc)
+            if precise is not None:
+                to_log.update(precise)
+                final.update(precise)
+            if cal.model is not None:
+                final["test_acc_ema"] = ema_acc
+        for split in ("train", "test"):
+            measured = self._guard(f"{split}_acc_batch", self.batch_stats_accuracy, net, split)
+            acc, left_out = measured if measured is not None else (None, None)
+            final.update({f"{split}_acc_batch": acc, f"{split}_acc_batch_left_out": left_out})
+        if self.recalibrate and cal is not None and cal.model is not None and \
+                final.get("test_acc_precise") is not None:
+            final.update(self._guard("recalibrate", self._recalibrated, cal, final) or {})
         self._final = final
-        to_log.update({k: final[k] for k in FINAL_LOGGED})
+        to_log.update({k: final.get(k) for k in FINAL_LOGGED})
         if trainer.loggers:  # self.log is not available in on_train_end: write to the loggers directly
             metrics = _loggable(to_log)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
 
-    def batch_stats_accuracy(self, net: nn.Module, split: str) -> float:
-        """Accuracy of `net` on `split` in train mode (batch statistics at the training batch size)."""
+    def _recalibrated(self, cal: Calibration, final: dict[str, Any]) -> dict[str, Any]:
+        """The population-statistics model's figures as the run's headline train/test figures."""
+        record = self._record(self._epoch) or {}
+        train_loss, train_acc = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
+        return {"test_acc": final["test_acc_precise"], "test_loss": final["test_loss_precise"],
+                "test_ece": final["test_ece_precise"], "train_acc": train_acc, "train_loss": train_loss,
+                "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": record.get("train_acc"),
+                "recalibrated": True}
+
+    def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int]:
+        """(accuracy, samples left out) of `net` on `split` in train mode (batch statistics, training batch size)."""
         x, y = self.data.split(split)
+        batches = self._train_mode_loader(x, y, shuffle=True)
         # A fresh copy per pass: train mode rewrites running buffers, and some norms read them in train mode.
-        _, acc = evaluate(copy.deepcopy(net), self._train_mode_loader(x, y, shuffle=True), train_mode=True)
-        return acc
+        _, acc = evaluate(copy.deepcopy(net), batches, train_mode=True)
+        return acc, batches.left_out
 
     def summary(self) -> dict[str, Any]:
-        """The final figures; every key is present (null when training diverged before any measurement)."""
-        return {**dict.fromkeys(SUMMARY_KEYS), **self._final}
+        """The final figures; every key is present (null when training diverged before any measurement).
+
+        `measurements` maps each measurement to ok or failed (empty when none ran) and `measurement_errors`
+        gives each failure's reason.
+        """
+        ran = self._epoch > 0 and not self._diverged()
+        status = {m: ("failed" if m in self.errors else "ok") for m in MEASUREMENTS if ran or m in self.errors}
+        if not self.recalibrate:
+            status.pop("recalibrate", None)
+        return {**dict.fromkeys(SUMMARY_KEYS), **self._final, "measurements": status,
+                "measurement_errors": dict(self.errors)}
 
 
 def _loggable(figures: dict[str, Any]) -> dict[str, float]:
@@ -235,7 +285,10 @@ def calibration_callbacks(cfg: Any, data: InMemoryData, evaluator: Any, out_dir:
     c = cfg.calib
     if not c.enabled:
         return []
-    return [CalibrationMonitor(data, cfg.data.batch_size, samples=c.samples, every_n_epochs=c.every_n_epochs,
+    from normbench.config import norm_batch_size
+
+    return [CalibrationMonitor(data, cfg.data.batch_size, norm_batch_size=norm_batch_size(cfg),
+                               samples=c.samples, every_n_epochs=c.every_n_epochs,
                                recalibrate=c.recalibrate, precise_test_every_epoch=c.precise_test_every_epoch,
                                eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, augment=cfg.data.augment,
                                ece_bins=c.ece_bins, out_dir=out_dir, evaluator=evaluator)]

@@ -7,8 +7,8 @@ either convention. `momentum=None` is PyTorch's cumulative moving average (every
 
 The averaging horizon of an exponential moving average with weight m on the new value is about 1/m
 updates (the time constant of (1 - m)^t); in samples it is `samples_per_update / m`. For the cumulative
-average (momentum None) the horizon is everything the layer saw: `samples_per_update` times the number
-of updates it made (`num_batches_tracked`).
+average (momentum None) the horizon is everything the layer saw: the training samples of its updates
+(a trailing partial batch counts its own size, not a full batch).
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ def resolve_momentum(norm: str, momentum: float | None, keras_momentum: float | 
     return converted
 
 
-def running_stats_fields(cfg: Any, net: nn.Module | None = None) -> dict[str, Any]:
+def running_stats_fields(cfg: Any, net: nn.Module | None = None, samples_seen: int | None = None) -> dict[str, Any]:
     """Summary fields on the norm's running-statistics average for a validated run config.
 
     Returns:
         `norm_momentum` (PyTorch convention; None = cumulative average), `norm_keras_momentum`
         (1 - momentum; None for the cumulative average) and `ema_horizon_samples`: samples per
-        running-statistics update / momentum, or, for the cumulative average, samples per update x
-        the updates made (read from `net`'s first norm with `num_batches_tracked`; None without `net`).
+        running-statistics update / momentum, or, for the cumulative average, the training samples the
+        updates saw: `samples_seen` (the samples of every training step; each step updates the running
+        statistics) once `net`'s first norm with `num_batches_tracked` has updated, else samples per update
+        x the updates made (None without `net`).
         All three are None for a norm without a momentum option; the horizon is None when the
         norm keeps no running statistics (`track_running_stats=false`) or never updates them (momentum 0).
     """
@@ -79,7 +81,12 @@ def running_stats_fields(cfg: Any, net: nn.Module | None = None) -> dict[str, An
     samples = int(per_update(cfg)) if per_update is not None else norm_batch_size(cfg)
     if m is None:
         updates = _updates_made(net)
-        out["ema_horizon_samples"] = None if updates is None else samples * updates
+        if updates is None:
+            out["ema_horizon_samples"] = None
+        elif samples_seen is not None:
+            out["ema_horizon_samples"] = int(samples_seen) if updates > 0 else 0
+        else:
+            out["ema_horizon_samples"] = samples * updates
     elif m > 0:
         out["ema_horizon_samples"] = samples / m
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROWS = [
@@ -31,4 +32,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if summary.get("status") != "ok":
         table.add_row("status", f"[red]{summary.get('status')}[/red] at epoch {summary.get('diverged_at_epoch')}")
     console.print(table)
+    for name, reason in (summary.get("measurement_errors") or {}).items():
+        console.print(f"[yellow]measurement {escape(name)} failed (its figures are null in the record): "
+                      f"{escape(reason)}[/yellow]")
     console.print(f"record: {summary.get('out_dir')}/summary.json")

@@ -3,8 +3,9 @@
 Reports never re-train: they read the study that the sweep runner wrote (default storage
 `sqlite:///<results_dir>/<sweep>/study.db`, see `normbench.sweep.paths`). Each trial carries user attrs
 `params` (swept key -> value, `seed` included), `config_id`, `run_dir`, and for COMPLETE trials the run's
-whole `summary` (FAIL trials: `fail_reason`). A *configuration* is one assignment of the swept keys other
-than `seed`; its seeds are the repeated measurements that tables and figures summarise.
+whole summary record (`normbench.sweep.records`; FAIL trials: `fail_reason`). A *configuration* is one
+assignment of the swept keys other than `seed`; its seeds are the repeated measurements that tables and
+figures summarise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from normbench.errors import ConfigError
 from normbench.sweep.paths import storage_url, sweep_dir
+from normbench.sweep.records import stored_summary
 
 SEED_KEY = "seed"
 
@@ -172,13 +174,16 @@ class TrialRecord:
 
     @property
     def outcome(self) -> str:
-        """ok | diverged | failed | running | pruned: what the seed column reports for this trial."""
+        """ok | diverged | failed | running | queued | pruned: what the seed column reports for this trial.
+
+        `queued`: WAITING in the study, never started (e.g. beyond a `sweep.max_trials` budget).
+        """
         if self.state == "COMPLETE":
             if self.summary is None:
                 return "failed"
             status = self.summary.get("status", "ok")
             return "ok" if status == "ok" else str(status)
-        return {"FAIL": "failed", "RUNNING": "running", "WAITING": "running", "PRUNED": "pruned"}.get(
+        return {"FAIL": "failed", "RUNNING": "running", "WAITING": "queued", "PRUNED": "pruned"}.get(
             self.state, self.state.lower())
 
     def metric(self, key: str) -> float | None:
@@ -199,7 +204,7 @@ def read_trials(study) -> list[TrialRecord]:
         params = attrs.get("params")
         out.append(TrialRecord(
             number=t.number, state=t.state.name, params=dict(params) if isinstance(params, dict) else {},
-            summary=attrs.get("summary") if isinstance(attrs.get("summary"), dict) else None,
+            summary=stored_summary(attrs),
             fail_reason=attrs.get("fail_reason"), datetime_complete=t.datetime_complete,
             config_id=attrs.get("config_id"), run_dir=attrs.get("run_dir")))
     return out

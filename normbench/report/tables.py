@@ -2,11 +2,14 @@
 
 One row per configuration of the swept keys other than seed; each metric cell is `mean ± std (n)` over the
 seeds whose run finished ok, the best value per column in bold, and a `seeds` column that names every
-failed, diverged, running or missing seed. With `compare` set (e.g. `table.compare=bn`), a column gives
-each row's mean paired difference to the baseline row (same other keys, `compare_key` = the baseline)
-over the seeds both finished, with a percentile-bootstrap confidence interval. The footer carries the
-code version, a hash of the configurations and the date of the newest stored result, so regenerating from
-the same study gives byte-identical files.
+failed, diverged, pruned, running, queued (never started) or missing seed. With `compare` set (e.g.
+`table.compare=bn`), a column gives each row's difference to the baseline row (same other keys,
+`compare_key` = the baseline) with a Student-t confidence interval: paired on the per-seed differences when
+every seed of the row has a baseline value (n - 1 df), Welch's unpaired interval otherwise, none with n < 2
+(`normbench.report.stats.compare_seeds`). A † marks the differences that stay significant after Holm's
+correction over all the differences in the table (family-wise error rate 1 - level). The footer states
+the method, n and the guard, the code version, a hash of the configurations and the date of the newest
+stored result, so regenerating from the same study gives byte-identical files.
 
 Options (the sweep file's `table:` mapping, or `table.<key>=...` on the command line):
     columns: metrics to show, names of summary fields or mappings {key, label, scale, digits, better};
@@ -27,7 +30,7 @@ from typing import Any
 
 from normbench.errors import ConfigError
 from normbench.records import write_text_atomic
-from normbench.report.stats import SeedStats, bootstrap_ci
+from normbench.report.stats import PAIRED, WELCH, SeedStats, compare_seeds, holm_adjust
 from normbench.report.study import SweepResults
 
 
@@ -79,7 +82,7 @@ TABLE_OPTIONS: dict[str, Any] = {
     "labels": {},
 }
 
-OUTCOME_ORDER = ["failed", "diverged", "pruned", "running", "missing"]
+OUTCOME_ORDER = ["failed", "diverged", "pruned", "running", "queued", "missing"]
 
 
 def column_spec(entry: Any, labels: dict[str, str]) -> Column:
@@ -106,7 +109,11 @@ def column_spec(entry: Any, labels: dict[str, str]) -> Column:
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell; `parts` are rendered by each format (numbers, ±, CI brackets, plain text)."""
+    """One table cell; `parts` are rendered by each format (numbers, ±, CI brackets, plain text).
+
+    Delta cells also carry the comparison `method` (stats.PAIRED or stats.WELCH), the baseline's seed count
+    `n_baseline` (shown for Welch), the Holm-adjusted p-value `p_holm` and `significant` (p_holm <= 1 - level).
+    """
 
     kind: str  # text | stat | delta | empty
     text: str = ""
@@ -116,6 +123,10 @@ class Cell:
     low: str | None = None
     high: str | None = None
     bold: bool = False
+    method: str | None = None
+    n_baseline: int | None = None
+    p_holm: float | None = None
+    significant: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,7 +272,8 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
     is_base = [all(format_value(g.values[k]) == v for k, v in spec.items()) for g in results.groups]
     bases = [g for g, b in zip(results.groups, is_base, strict=True) if b]
     others = [d for d in results.dims if d not in spec]
-    cells = []
+    cells: list[Cell | None] = []
+    comparisons = []  # (row index, Comparison) of the rows with a difference to show
     for g, base_row in zip(results.groups, is_base, strict=True):
         if base_row:
             cells.append(Cell("text", "baseline"))
@@ -271,21 +283,47 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
             cells.append(Cell("text", "ambiguous") if found else Cell("empty"))
             continue
         mine, theirs = dict(g.metric_values(metric)), dict(found[0].metric_values(metric))
-        paired = [mine[s] - theirs[s] for s in mine if s in theirs]
-        if not paired:
+        if not mine or not theirs:
             cells.append(Cell("empty"))
             continue
-        ci = bootstrap_ci(paired, level)
-        cells.append(Cell("delta", mean=_fmt(ci.mean, col, signed=True), n=ci.n,
-                          low=None if ci.low is None else _fmt(ci.low, col, signed=True),
-                          high=None if ci.high is None else _fmt(ci.high, col, signed=True)))
+        comparisons.append((len(cells), compare_seeds(theirs, mine, level)))
+        cells.append(None)
+    # The family of the multiple-comparison guard: every difference in this table with a p-value.
+    adjusted = holm_adjust([c.p_value for _, c in comparisons])
+    for (i, c), p_holm in zip(comparisons, adjusted, strict=True):
+        cells[i] = Cell("delta", mean=_fmt(c.mean, col, signed=True), n=c.n,
+                        low=None if c.low is None else _fmt(c.low, col, signed=True),
+                        high=None if c.high is None else _fmt(c.high, col, signed=True),
+                        method=c.method, n_baseline=c.n_baseline, p_holm=p_holm,
+                        significant=p_holm is not None and p_holm <= 1 - level)
     what = ", ".join(f"{labels.get(k, DIM_LABELS.get(k, k))}={v}" for k, v in spec.items())
     header = f"Δ {col.label} vs {what} [{level * 100:g}% CI]"
-    return header, cells
+    return header, cells  # type: ignore[return-value] - every None was filled above
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _compare_footer(deltas: list[Cell], level: float) -> list[str]:
+    """What the Δ column computed: the interval method(s), what n counts, and the multiple-comparison guard."""
+    pct = f"{level * 100:g}%"
+    methods = {c.method for c in deltas}
+    lines = [f"Δ: difference to the baseline row with a {pct} Student-t CI; a swept key that is null on either "
+             "row (does not apply) matches any value."]
+    if PAIRED in methods or not methods:
+        lines.append("(n): paired t on the per-seed differences over the n seeds both finished (n - 1 df).")
+    if WELCH in methods:
+        lines.append("(n vs m): Welch's unpaired t between this row's n and the baseline's m seeds (the seeds do "
+                     "not pair up).")
+    if any(c.low is None for c in deltas):
+        lines.append("No CI: fewer than 2 values.")
+    tested = sum(c.p_holm is not None for c in deltas)
+    if tested:
+        alpha = f"{(1 - level) * 100:.3g}%"
+        lines.append(f"†: nonzero at a family-wise error rate of {alpha} (Holm's correction over the {tested} "
+                     "differences in this table).")
+    return lines
 
 
 def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell]], extra: list[str]) -> list[str]:
@@ -303,8 +341,8 @@ def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell
         "Cells: mean ± std over the seeds that finished (n); best per column in bold.",
     ]
     if options.get("compare") is not None:
-        lines.append("Δ: mean paired difference to the baseline row over the seeds both finished (n), percentile "
-                     "bootstrap CI; a swept key that is null on either row (does not apply) matches any value.")
+        lines.extend(_compare_footer([c for row in rows for c in row if c.kind == "delta"],
+                                     float(options.get("level", 0.95))))
         if any(c.kind == "text" and c.text == "ambiguous" for row in rows for c in row):
             lines.append("Ambiguous: several baseline rows match; pin more keys, e.g. "
                          "table.compare={norm: bn, norm.momentum: 0.1}.")
@@ -330,8 +368,14 @@ def _md_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
         return f"{f'**{body}**' if cell.bold else body} ({cell.n})"
-    ci = f" [{cell.low}, {cell.high}]" if cell.low is not None else ""
-    return f"{cell.mean}{ci} ({cell.n})"
+    return delta_text(cell, cell.mean, cell.low, cell.high, "†")
+
+
+def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str) -> str:
+    """A Δ cell as text (numbers already in the format's notation): `mean [low, high]† (n)` or `(n vs m)`."""
+    ci = f" [{low}, {high}]" if low is not None else " [no CI]"
+    n = f"{cell.n} vs {cell.n_baseline}" if cell.method == WELCH else f"{cell.n}"
+    return f"{mean}{ci}{mark if cell.significant else ''} ({n})"
 
 
 def render_markdown(table: Table) -> str:
@@ -347,7 +391,8 @@ def render_markdown(table: Table) -> str:
 
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$"}
+                "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$",
+                "†": r"$^\dagger$"}
 
 
 def tex_escape(text: str) -> str:
@@ -371,8 +416,8 @@ def _tex_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = _tex_num(cell.mean) if cell.std is None else f"{_tex_num(cell.mean)} $\\pm$ {cell.std}"
         return f"{_tex_bold(body) if cell.bold else body} ({cell.n})"
-    ci = f" [{_tex_num(cell.low)}, {_tex_num(cell.high)}]" if cell.low is not None else ""
-    return f"{_tex_num(cell.mean)}{ci} ({cell.n})"
+    return delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
+                       None if cell.high is None else _tex_num(cell.high), "$^\\dagger$")
 
 
 def render_latex(table: Table) -> str:

@@ -66,6 +66,7 @@ def main() -> int:
     import optuna
 
     from normbench.sweep import make_plan, run_sweep
+    from normbench.sweep.records import stored_summary
     from normbench.sweep.spec import load_spec
     from normbench.train import train
 
@@ -109,8 +110,8 @@ def main() -> int:
     trials = study.get_trials()
     n = len(trials)
     states = {t.state.name for t in trials}
-    wall = sum(t.user_attrs["summary"]["wall_s"] for t in trials)
-    fit = sum(t.user_attrs["summary"]["train_time_s"] for t in trials)
+    wall = sum(stored_summary(t.user_attrs)["wall_s"] for t in trials)
+    fit = sum(stored_summary(t.user_attrs)["train_time_s"] for t in trials)
     bare = (bare1 + bare2) / 2
     print(f"{n} trials ({', '.join(sorted(states))}), {args.epochs} epoch(s) each, torch threads {args.threads}")
     print(f"  sweep wall time                 {sweep:8.2f} s")

@@ -9,11 +9,21 @@ Overrides:
     norm=gn                      group choice (a file configs/norm/gn.yaml; registry aliases accepted)
     norm.groups=2 / seed=3       value override (unknown keys are reported by the validator)
     experiment=d2l_lenet_bn      a preset from configs/experiment/
+    data.root=~/data             a value starting with `~` is a path (the loaders expand it)
+    optim.lr=${oc.env:LR,0.5}    interpolations are resolved first; a string they give is read as the
+                                 command line reads a value (0.5 is a number, true a bool)
+
+`hydra.*` keys are refused: normbench composes with Hydra's compose API and never runs Hydra's app
+(no hydra.run.dir, no job logging); the run directory is `out_dir`.
+
+`from_mapping(dict)` validates a config given in Python, possibly partial, against the same YAML defaults
+as the command line: the Python API and the CLI give the same run for the same settings.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -182,6 +192,14 @@ def check_group_choice(group: str, value: object) -> str:
     raise ConfigError(f"unknown {group} '{value}'; accepted: {', '.join(choices) or '(none)'}")
 
 
+def _quote_home(text: str) -> str:
+    """`key=~/path` -> `key='~/path'`: Hydra's grammar has no bare `~` in values; the loaders expand it."""
+    key, sep, value = text.partition("=")
+    if sep and value.startswith("~") and "'" not in value and '"' not in value:
+        return f"{key}='{value}'"
+    return text
+
+
 def _prepare_overrides(overrides: list[str]) -> list[str]:
     """Checks group choices against the files on disk and lets value overrides through to validation."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -190,11 +208,15 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
     out = []
     groups = _groups()
     for text in overrides:
+        text = _quote_home(text)
         try:
             (ov,) = parser.parse_overrides([text])
         except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
             raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
         key = ov.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(f"override '{text}': hydra.* settings are not used (normbench runs nothing through "
+                              "Hydra's app launcher); accepted instead: out_dir=DIR for the run directory")
         if ov.is_sweep_override():
             raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
         if key in groups and ov.package is None and text[0] not in "+~":
@@ -226,7 +248,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=prepared)
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        return resolve(cfg)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - hydra/omegaconf raise many classes; show the cause
@@ -237,6 +259,51 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config composition failed: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """A plain dict of `cfg` with its interpolations resolved, each string they give typed like an override.
+
+    Resolvers such as `oc.env` always return strings: `optim.lr=${oc.env:LR,0.5}` would otherwise reach the
+    type checks as the string '0.5'.
+    """
+    paths = _interpolation_paths(cfg, ())
+    out = OmegaConf.to_container(cfg, resolve=True)
+    for path in paths:
+        parent = out
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent[path[-1]], str):
+            parent[path[-1]] = parse_value(parent[path[-1]])
+    return out  # type: ignore[return-value]
+
+
+def _interpolation_paths(node: Any, prefix: tuple) -> list[tuple]:
+    from omegaconf import ListConfig
+
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
+    paths = []
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key):
+            paths.append((*prefix, key))
+            continue
+        child = node._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+            paths.extend(_interpolation_paths(child, (*prefix, key)))
+    return paths
+
+
+def parse_value(text: str) -> Any:
+    """`text` read as the value of a command-line override (number, bool, null, list, ... or the string)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (ov,) = OverridesParser.create().parse_overrides([f"k={text}"])
+    except Exception:  # noqa: BLE001 - not override syntax (e.g. spaces): it stays a string
+        return text
+    if ov.is_sweep_override():  # `a,b` is a sweep on the command line; here it is the text
+        return text
+    return ov.value()
 
 
 def _check_fields(values: dict[str, Any], schema: type, where: str, extra: dict | None = None,
@@ -397,6 +464,45 @@ def resolve_accelerator(accelerator: str) -> str:
 def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Composes and validates the run config for `overrides` (Hydra syntax)."""
     return validate(compose(overrides))
+
+
+def from_mapping(values: Mapping[str, Any] | DictConfig) -> DictConfig:
+    """Validates a config given as a (possibly partial) mapping, with the command line's YAML defaults.
+
+    Each section's `name` picks its config file as a group choice does (`{'data': {'name': 'synthetic'}}` is
+    `data=synthetic`: batch 32, its dataset options, ...), then the mapping's values replace the composed
+    ones. A complete config (e.g. from `compose`) comes back unchanged. A registry entry without a config
+    file gets its section from the mapping and the entry's signature defaults.
+
+    Raises:
+        ConfigError: as `load_config`, naming the key and the accepted values.
+    """
+    given = to_dict(values) if isinstance(values, DictConfig) else dict(values)
+    choices, own = [], set()
+    for name, section in SECTIONS.items():
+        part = given.get(name)
+        if not section.group or not isinstance(part, Mapping) or part.get("name") is None:
+            continue
+        try:
+            choices.append(f"{name}={check_group_choice(name, part['name'])}")
+        except ConfigError:
+            if section.registry is None or str(part["name"]) not in section.registry:
+                raise
+            own.add(name)  # registered in code, no file: nothing to compose it from
+    base = compose(choices)
+    for name in own:
+        base[name] = {}
+    return validate(_merged(base, given))
+
+
+def _merged(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def to_dict(cfg: DictConfig | dict) -> dict[str, Any]:

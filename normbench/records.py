@@ -77,12 +77,30 @@ def write_json_atomic(path: Path | str, obj: Any) -> Path:
     return write_text_atomic(path, text)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux /proc), else set back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
-    """Writes `data` via a temp file in the same folder + rename: readers never see half a file."""
+    """Writes `data` via a temp file in the same folder + rename: readers never see half a file.
+
+    The file gets the permissions any new file gets (0666 minus the umask), not the temp file's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

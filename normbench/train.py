@@ -20,13 +20,13 @@ from omegaconf import DictConfig
 from normbench.config import (
     DataSchema,
     effective_batch_size,
+    from_mapping,
     norm_batch_size,
     options_of,
     per_device_norms,
     resolve_accelerator,
     step_batch_size,
     to_dict,
-    validate,
 )
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
@@ -159,11 +159,12 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     """Runs one training run for a validated config and writes its summary record.
 
     Args:
-        cfg: a config from `normbench.config.load_config` (a plain dict is validated first).
+        cfg: a config from `normbench.config.load_config`, or a mapping, possibly partial, completed with the
+            same YAML defaults as the command line (`normbench.config.from_mapping`).
         callbacks: extra Lightning callbacks; any with a `summary()` method adds its fields to the record.
     """
     if not isinstance(cfg, DictConfig):
-        cfg = validate(cfg)
+        cfg = from_mapping(cfg)
     quiet_lightning()
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)

@@ -344,6 +344,18 @@ def test_dashboard_offline_writes_the_panels_as_html(results_dir, monkeypatch, t
     assert page.count("<svg") == 4 and "2/3 (diverged: 1)" in page
 
 
+def test_dashboard_table_shows_the_comparison_like_the_markdown(results_dir):
+    from normbench.report.dashboard import render_html
+    from normbench.report.figures import REPORT_OPTIONS
+
+    ref = ReportArgs(SWEEP, results_dir, None, dict(REPORT_OPTIONS))
+    page = render_html(load_results(ref), ref, {**TABLE_OPTIONS, "compare": "gn"})
+    md_row = (GOLDEN / "report_fixture_table.md").read_text().splitlines()[2]  # bn / 2 / 0.01: Welch, significant
+    delta = md_row.split(" | ")[-2]
+    assert delta.endswith("† (3 vs 2)") and f"<td class='r'>{delta}</td>" in page
+    assert "Holm&#x27;s correction over the 4 differences" in page
+
+
 def test_wandb_report_object_has_the_panels(results_dir):
     wr = pytest.importorskip("wandb_workspaces.reports.v2")
     from normbench.report.dashboard import build_wandb_report

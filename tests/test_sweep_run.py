@@ -17,6 +17,7 @@ from normbench.errors import ConfigError
 from normbench.records import read_json
 from normbench.sweep import final_trials, run_sweep
 from normbench.sweep.pruning import PruningCallback
+from normbench.sweep.records import stored_summary
 from normbench.sweep.runner import prepare
 from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
 from normbench.sweep.worker import DROPPED_REASON, Worker
@@ -65,8 +66,17 @@ def test_every_trial_carries_the_report_contract(home):
     assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == 4
 
     for t in by_state[TrialState.COMPLETE]:
-        summary = t.user_attrs["summary"]
+        # the whole record, losslessly: no attribute longer than 1024 characters as stored (JSON), the parts
+        # together equal summary.json, the headline metrics are numbers of their own
+        assert max(len(json.dumps(v)) for v in t.user_attrs.values()) <= 1024
+        assert t.user_attrs["summary_parts"] > 1 and "summary" not in t.user_attrs
+        summary = stored_summary(t.user_attrs)
         assert summary == read_json(Path(t.user_attrs["run_dir"]) / "summary.json")
+        for key in ("val_acc", "test_acc", "train_acc", "acc_gap", "calib_kl", "examples_per_sec"):
+            if summary[key] is None:  # e.g. calib_kl of a GN run
+                assert f"metric.{key}" not in t.user_attrs
+            else:
+                assert t.user_attrs[f"metric.{key}"] == summary[key], key
         assert t.value == summary["val_acc"] and t.user_attrs["fail_reason"] is None
         assert summary["seed"] == t.user_attrs["params"]["seed"]
         assert summary["batch_size"] == t.user_attrs["params"]["data.batch_size"]
@@ -74,6 +84,7 @@ def test_every_trial_carries_the_report_contract(home):
         assert sorted(t.intermediate_values) == [1]  # val_acc of every epoch
 
     study = optuna.load_study(study_name="tiny", storage=home.storage("tiny"))
+    assert study.metric_names == ["val_acc"]  # optuna-dashboard names the objective
     assert study.user_attrs["sweep"]["objective"] == "val_acc"
     assert study.user_attrs["base_config"]["data"]["name"] == "synthetic"
 
@@ -93,7 +104,7 @@ def test_a_trial_is_reproduced_by_its_command(home, tmp_path):
     overrides = [w for w in words[4:] if not w.startswith("out_dir=")] + [f"out_dir={tmp_path / 'again'}"]
     again = train(load_config(overrides)).summary
     for key in ("val_acc", "test_acc", "train_loss", "optimizer_steps"):
-        assert again[key] == trial.user_attrs["summary"][key], key
+        assert again[key] == stored_summary(trial.user_attrs)[key], key
 
 
 def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(home):
@@ -104,7 +115,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(home):
     failed = by_lr[1e38]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["fail_reason"] == "diverged: training loss not finite at epoch 1"
-    assert failed.user_attrs["summary"]["status"] == "diverged"
+    assert stored_summary(failed.user_attrs)["status"] == "diverged"
 
 
 def test_resuming_with_other_settings_is_refused(home):
@@ -157,7 +168,7 @@ def test_search_runs_every_seed_of_each_kept_configuration(home):
             assert sib.params == lead.params and sib.user_attrs["lead"] is False
         else:  # pruned on its first seed: the configuration ends there
             assert lead.state == TrialState.PRUNED and siblings == []
-            assert lead.user_attrs["summary"]["pruned_at_epoch"] == max(lead.intermediate_values)
+            assert stored_summary(lead.user_attrs)["pruned_at_epoch"] == max(lead.intermediate_values)
     assert set(leads[0].params) == {"optim.lr", "norm.momentum"}
     assert len(trials) == len(leads) + sum(t.state == TrialState.COMPLETE for t in leads)
     # The same search again (same sampler seed) proposes the same configurations.
@@ -183,7 +194,7 @@ def test_wandb_trials_are_separate_runs_in_the_sweep_group(home, monkeypatch):
     trials = home.trials("tiny")
     assert len(trials) == 2 and {t.state for t in trials} == {TrialState.COMPLETE}
     # train() hands logger.group to WandbLogger(group=...): the sweep's runs form one W&B group.
-    assert {t.user_attrs["summary"]["config"]["logger"]["group"] for t in trials} == {"tiny"}
+    assert {stored_summary(t.user_attrs)["config"]["logger"]["group"] for t in trials} == {"tiny"}
     runs = sorted((home.results / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # one W&B run per trial, not one run reused by Lightning's WandbLogger
 
@@ -194,7 +205,7 @@ def test_shipped_sweep_smoke_runs_on_tiny_data(home, name):
     assert run_sweep(home.args(name, "sweep.max_trials=1", *tiny)) == 0
     ran = [t for t in home.trials(name) if t.state != TrialState.WAITING]
     assert len(ran) == 1 and ran[0].state == TrialState.COMPLETE, ran[0].user_attrs.get("fail_reason")
-    assert ran[0].user_attrs["summary"]["dataset"] == "synthetic"
+    assert stored_summary(ran[0].user_attrs)["dataset"] == "synthetic"
 
 
 def test_result_of_a_trial_requeued_meanwhile_is_dropped(home):

@@ -26,10 +26,14 @@ def _stamp(value: datetime | None) -> str | None:
 
 def trial_line(trial: Any) -> str:
     """One Optuna FrozenTrial as a record line."""
+    from normbench.sweep.records import stored_summary
+
     attrs = trial.user_attrs
-    summary = None
+    # The study holds every trial's whole record (its run folder may be on another machine); a trial that
+    # failed before its record reached the study may still have left summary.json in its folder here.
+    summary = stored_summary(attrs)
     run_dir = attrs.get("run_dir")
-    if run_dir and (Path(run_dir) / "summary.json").is_file():  # the run's own file: the whole record
+    if summary is None and run_dir and (Path(run_dir) / "summary.json").is_file():
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     row = {
         "number": trial.number, "state": trial.state.name, "params": attrs.get("params") or {},

@@ -21,7 +21,7 @@ from normbench.errors import ConfigError
 from normbench.records import write_text_atomic
 from normbench.report.figures import build_figures, render
 from normbench.report.study import ReportArgs, SweepResults
-from normbench.report.tables import TABLE_OPTIONS, Cell, build_table
+from normbench.report.tables import TABLE_OPTIONS, Cell, build_table, delta_text
 from normbench.report.wandb_env import has_api_key
 
 DASHBOARD_FILE = "dashboard.html"
@@ -127,8 +127,7 @@ def _html_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
         return f"{f'<b>{body}</b>' if cell.bold else body} ({cell.n})"
-    ci = f" [{cell.low}, {cell.high}]" if cell.low is not None else ""
-    return html.escape(f"{cell.mean}{ci} ({cell.n})")
+    return html.escape(delta_text(cell, cell.mean, cell.low, cell.high, "†"))
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}

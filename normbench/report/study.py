@@ -3,8 +3,9 @@
 Reports never re-train: they read the study that the sweep runner wrote (default storage
 `sqlite:///<results_dir>/<sweep>/study.db`, see `normbench.sweep.paths`). Each trial carries user attrs
 `params` (swept key -> value, `seed` included), `config_id`, `run_dir`, and for COMPLETE trials the run's
-whole `summary` (FAIL trials: `fail_reason`). A *configuration* is one assignment of the swept keys other
-than `seed`; its seeds are the repeated measurements that tables and figures summarise.
+whole summary record (`normbench.sweep.records`; FAIL trials: `fail_reason`). A *configuration* is one
+assignment of the swept keys other than `seed`; its seeds are the repeated measurements that tables and
+figures summarise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from normbench.errors import ConfigError
 from normbench.report.metrics import metric_value
 from normbench.sweep.paths import storage_url, sweep_dir
+from normbench.sweep.records import stored_summary
 
 SEED_KEY = "seed"
 
@@ -199,7 +201,7 @@ def read_trials(study) -> list[TrialRecord]:
         params = attrs.get("params")
         out.append(TrialRecord(
             number=t.number, state=t.state.name, params=dict(params) if isinstance(params, dict) else {},
-            summary=attrs.get("summary") if isinstance(attrs.get("summary"), dict) else None,
+            summary=stored_summary(attrs),
             fail_reason=attrs.get("fail_reason"), datetime_complete=t.datetime_complete,
             config_id=attrs.get("config_id"), run_dir=attrs.get("run_dir")))
     return out

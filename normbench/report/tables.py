@@ -525,12 +525,16 @@ def _md_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
         return f"{f'**{body}**' if cell.bold else body}{_n_text(cell)}"
-    return _delta_text(cell, cell.mean, cell.low, cell.high, cell.halfwidth, "†", " ± ")
+    return delta_text(cell, cell.mean, cell.low, cell.high, "†")
 
 
-def _delta_text(cell: Cell, mean: str, low: str | None, high: str | None, half: str | None, mark: str,
-                pm: str) -> str:
-    ci = f"{pm}{half}" if half is not None else f" [{low}, {high}]" if low is not None else " [no CI]"
+def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str, pm: str = " ± ") -> str:
+    """A Δ cell as text (numbers already in the format's notation): `mean ± half†`, else `mean [low, high]†`,
+    then `(n)` or `(n vs m)` (Welch) where not every seed entered."""
+    if cell.halfwidth is not None:
+        ci = f"{pm}{cell.halfwidth}"
+    else:
+        ci = f" [{low}, {high}]" if low is not None else " [no CI]"
     return f"{mean}{ci}{mark if cell.significant else ''}{_n_text(cell)}"
 
 
@@ -572,9 +576,8 @@ def _tex_cell(cell: Cell) -> str:
     if cell.kind == "stat":
         body = _tex_num(cell.mean) if cell.std is None else f"{_tex_num(cell.mean)} $\\pm$ {cell.std}"
         return f"{_tex_bold(body) if cell.bold else body}{_n_text(cell)}"
-    return _delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
-                       None if cell.high is None else _tex_num(cell.high), cell.halfwidth, "$^\\dagger$",
-                       " $\\pm$ ")
+    return delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
+                      None if cell.high is None else _tex_num(cell.high), "$^\\dagger$", " $\\pm$ ")
 
 
 # Widths of a standard two-column `article` (10pt, letter): what a paper's table has to fit.

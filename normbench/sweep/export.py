@@ -17,6 +17,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from normbench.records import write_text_atomic
+from normbench.sweep.records import stored_summary
 from normbench.sweep.study import superseded_numbers
 
 HEAD = ("number", "state", "value", "config_id", "retry_of", "superseded")
@@ -47,7 +48,7 @@ def trial_rows(trials: list[FrozenTrial], param_order: list[str] | None = None) 
             if k not in params:
                 params.append(k)
             row[f"params.{k}"] = v
-        for k, v in (attrs.get("summary") or {}).items():
+        for k, v in (stored_summary(attrs) or {}).items():
             if isinstance(v, (dict, list)):  # config, history, versions: in summary.json
                 continue
             if k not in metrics:

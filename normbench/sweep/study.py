@@ -16,7 +16,10 @@ User attributes of every trial (the contract with the report commands):
     config_id  hash of params without the seed (groups the seeds of one configuration)
     point_key  hash of params with the seed (one grid point)
     run_dir    <results_dir>/<sweep>/trials/<number>/
-    summary    the run's whole summary.json (COMPLETE trials; also diverged and pruned ones)
+    summary.0, summary.1, ..., summary_parts
+               the run's whole summary.json, as JSON text in parts (COMPLETE trials; also diverged and pruned
+               ones); read it with `normbench.sweep.records.stored_summary`
+    metric.<key>  the headline metrics of the summary as numbers (test_acc, val_acc, the objective, ...)
     fail_reason  one line (FAIL trials; null when COMPLETE or PRUNED; while RUNNING, the reason the trial
                keeps if its worker dies)
     command    the `python -m normbench run ...` line that reproduces the trial
@@ -41,6 +44,7 @@ from normbench.errors import ConfigError
 from normbench.sweep.locks import display_url, driver_url, study_lock
 from normbench.sweep.paths import sweep_dir
 from normbench.sweep.plan import Plan, config_id, point_key, record_differences
+from normbench.sweep.records import summary_keys
 from normbench.sweep.spec import SweepSpec, pruner_class, sampler_class
 
 LOST_WORKER_REASON = ("worker stopped while the trial ran (killed, crashed or lost its heartbeat); "
@@ -55,8 +59,8 @@ def quiet_optuna() -> None:
 
 @contextlib.contextmanager
 def expected_warnings() -> Iterator[None]:
-    """Optuna marks its heartbeat API experimental and warns that heartbeats need Study.optimize;
-    normbench uses that API on purpose and runs the heartbeat itself around its ask/tell loop."""
+    """Optuna marks its heartbeat API (and metric names) experimental and warns that heartbeats need
+    Study.optimize; normbench uses that API on purpose and runs the heartbeat itself around its ask/tell loop."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -168,6 +172,9 @@ class SweepStudy:
             self.study_id = self.storage.get_study_id_from_name(self.spec.name)
             if setup:
                 self._check_and_record()
+                with expected_warnings():  # optuna-dashboard labels the trial values with the objective's name
+                    if self.study.metric_names != [self.spec.objective]:
+                        self.study.set_metric_names([self.spec.objective])
                 if self.spec.is_grid:
                     self.enqueue(plan.replicas())
                 self._fix_waiting()
@@ -244,7 +251,7 @@ class SweepStudy:
             history = t.system_attrs.get("retry_history", [])
             if history and t.user_attrs.get("retry_of") != history[-1]:
                 self._set_attr(t.number, "retry_of", history[-1])
-                for key in ("fail_reason", "summary", "command", "worker"):
+                for key in ("fail_reason", "command", "worker", *summary_keys(t.user_attrs)):
                     if t.user_attrs.get(key) is not None:
                         self._set_attr(t.number, key, None)
 

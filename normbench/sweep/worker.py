@@ -22,8 +22,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError
-from normbench.records import finite_or_none
 from normbench.sweep.plan import command_line
+from normbench.sweep.records import store_summary
 from normbench.sweep.study import SweepStudy
 
 INTERRUPTED_REASON = "interrupted (Ctrl-C); re-queued"
@@ -181,7 +181,7 @@ class Worker:
         pruning = PruningCallback(trial, spec.objective, prune=prunable)
         result = train(cfg, callbacks=[pruning])  # finishes its W&B run: the next trial starts a new one
         summary = result.summary
-        trial.set_user_attr("summary", finite_or_none(summary))
+        store_summary(trial, summary, spec.objective)
         if summary.get("status") == "diverged":
             return TrialState.FAIL, None, (f"diverged: training loss not finite at epoch "
                                            f"{summary.get('diverged_at_epoch')}")

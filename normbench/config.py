@@ -81,6 +81,9 @@ class TrainerSchema:
     gradient_clip_val: float | None = None
     deterministic: bool = True
     progress_bar: bool = True
+    # torch intra-op threads. CPU results depend on it (reductions split differently), so it is part of
+    # the config; null: torch's own default (torch.get_num_threads()), resolved when the run starts.
+    threads: int | None = None
 
 
 @dataclass
@@ -380,6 +383,8 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         "trainer.emulate_devices": trainer["emulate_devices"],
         "trainer.accumulate_grad_batches": trainer["accumulate_grad_batches"],
     }
+    if trainer["threads"] is not None:
+        positive["trainer.threads"] = trainer["threads"]
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")

@@ -165,6 +165,18 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     """
     if not isinstance(cfg, DictConfig):
         cfg = from_mapping(cfg)
+    # CPU numbers depend on the intra-op thread count: it is set for the whole run (data standardization
+    # included) and recorded as `threads`; the caller's setting is restored afterwards.
+    threads = cfg.trainer.threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(cfg, callbacks, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -> RunResult:
     quiet_lightning()
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
@@ -268,6 +280,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "norm": cfg.norm.name,
         "dataset": cfg.data.name,
         "batch_size": cfg.data.batch_size,
+        "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
+        "threads": threads,
         "emulate_devices": cfg.trainer.emulate_devices,
         "norm_batch_size": norm_batch_size(cfg),
         **running_stats_fields(cfg, net, samples_seen=throughput.examples),

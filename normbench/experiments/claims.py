@@ -171,8 +171,13 @@ def _fmt(value: float | None, scale: float, unit: str, signed: bool = False) -> 
 
 
 def _units(test: Mapping[str, Any]) -> tuple[float, str]:
+    """Display scale and unit: accuracies and errors in %, their differences and gains in points (pp)."""
     metric = str(test.get("metric", ""))
-    default = (100.0, "pp") if ("acc" in metric or "error" in metric or "gain" in metric) else (1.0, "")
+    if "gain" in metric or "gap" in metric or test["kind"] in ("difference", "range_less", "frequency"):
+        default = (100.0, "pp") if ("acc" in metric or "error" in metric or "gain" in metric
+                                    or test["kind"] == "frequency") else (1.0, "")
+    else:
+        default = (100.0, "%") if ("acc" in metric or "error" in metric) else (1.0, "")
     return float(test.get("scale", default[0])), str(test.get("unit", default[1]))
 
 

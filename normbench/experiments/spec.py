@@ -42,7 +42,7 @@ SCALE_KEYS = ("description", "base", "seeds", "gpu_hours")
 # Smoke runs (tests, a first try on a new machine): tiny synthetic data, one epoch, two seeds.
 DEFAULT_SMOKE = {
     "description": "tiny synthetic data, one epoch, two seeds: checks the machinery, not the claims",
-    "base": {"data": "synthetic", "data.num_train": 256, "data.num_test": 128, "trainer.max_epochs": 1,
+    "base": {"data": "synthetic", "data.num_train": 1024, "data.num_test": 128, "trainer.max_epochs": 1,
              "calib.samples": 128, "trainer.accelerator": "cpu"},
     "seeds": [0, 1],
 }

@@ -91,6 +91,9 @@ class Panel:
     xticks: list[float] | None = None
     xticklabels: list[str] | None = None
     yticklabels: list[str] | None = None  # dot plot: the row labels, bottom to top
+    # extra x axes above the panel: {label, numerator, ticks, ticklabels}; position = numerator / x
+    # (the momentum of a batch size at a horizon x)
+    top_axes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -272,40 +275,55 @@ def epoch_curves(results: SweepResults, name: str, title: str, curves: list[str]
 def horizon(results: SweepResults, name: str, title: str, metrics: list[str], series: str = "data.batch_size",
             momentum_key: str = "norm.momentum", default_momentum: float | None = 0.1,
             labels: dict[str, str] | None = None) -> Figure:
-    """Metrics against ema_horizon_samples, one series per `series` value, points labelled by momentum."""
+    """Metrics against ema_horizon_samples, one line per `series` value (a batch size).
+
+    The top axes of the first panel give the momentum at each batch size in both conventions, PyTorch's
+    and (Keras'); the default momentum is starred; the cumulative average (momentum null) is a hollow
+    marker at its own horizon (every sample seen), not part of the line.
+    """
     if momentum_key not in results.dims:
         return Figure(name, title, skipped=f"'{results.sweep}' does not sweep {momentum_key}")
     panels = []
     by_value: dict[Any, list[ConfigGroup]] = {}
     for g in results.groups:
         by_value.setdefault(g.values.get(series), []).append(g)
+    ordered = sorted(by_value.items(), key=lambda kv: sort_key(kv[0]))
     for k, metric in enumerate(metrics):
         scale, _ = _y_scale(metric)
         panel = Panel("EMA horizon in samples = batch / momentum (log scale)", metric_label(metric), xscale="log10")
-        for i, (value, groups) in enumerate(sorted(by_value.items(), key=lambda kv: sort_key(kv[0]))):
-            s = Series(_label_of({series: value}, [series], labels), [], [], [], [], [], color=i, hollow=[],
-                       starred=[], annotations=[] if k == 0 else None)
-            rows = []
+        for i, (value, groups) in enumerate(ordered):
+            label = _label_of({series: value}, [series], labels)
+            line = Series(label, [], [], [], [], [], color=i, starred=[])
+            cumulative = Series(f"{label}, cumulative average", [], [], [], [], [], color=i, linestyle="none",
+                                hollow=[])
+            momenta = []
             for g in groups:
                 vals = [v for _, v in g.metric_values(metric)]
                 h = [v for _, v in g.metric_values("ema_horizon_samples")]
-                if vals and h:
-                    rows.append((float(np.mean(h)), g, vals))
-            for h, g, vals in sorted(rows, key=lambda r: r[0]):
+                if not (vals and h):
+                    continue
                 m, lo, hi, n = mean_interval(vals, scale)
                 mom = g.values.get(momentum_key)
-                s.x.append(h)
-                s.y.append(m)
-                s.low.append(lo)
-                s.high.append(hi)
-                s.n.append(n)
-                s.hollow.append(mom is None)
-                s.starred.append(mom is not None and default_momentum is not None
-                                 and abs(float(mom) - default_momentum) < 1e-12)
-                if s.annotations is not None:
-                    s.annotations.append("cumulative" if mom is None else f"{mom:g} ({1 - float(mom):.4g})")
-            if len(s.x) >= 2:
-                panel.series.append(s)
+                target = cumulative if mom is None else line
+                for attr, v in (("x", float(np.mean(h))), ("y", m), ("low", lo), ("high", hi), ("n", n)):
+                    getattr(target, attr).append(v)
+                if mom is None:
+                    cumulative.hollow.append(True)
+                else:
+                    momenta.append(float(mom))
+                    line.starred.append(default_momentum is not None and abs(float(mom) - default_momentum) < 1e-12)
+            order = np.argsort(line.x, kind="stable")
+            for attr in ("x", "y", "low", "high", "n", "starred"):
+                setattr(line, attr, [getattr(line, attr)[j] for j in order])
+            if len(line.x) >= 2:
+                panel.series.append(line)
+            if cumulative.x:
+                panel.series.append(cumulative)
+            if k == 0 and _is_number(value) and momenta:
+                panel.top_axes.append({
+                    "label": f"momentum at {label}, PyTorch (Keras)", "numerator": float(value),
+                    "ticks": sorted(set(momenta), reverse=True),
+                    "ticklabels": [f"{m:g}\n({1 - m:.4g})" for m in sorted(set(momenta), reverse=True)]})
         if panel.series:
             panels.append(panel)
     if not panels:
@@ -375,7 +393,7 @@ def _band(values: list[float | None] | None, fallback: list[float]) -> np.ndarra
 def draw(data: FigureData):
     """A matplotlib figure (object-oriented API: no pyplot state, no GUI backend) for `data`."""
     from matplotlib.figure import Figure as MplFigure
-    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+    from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
     n_panels = len(data.panels)
     rows_panel = any(p.xscale == "rows" for p in data.panels)
@@ -393,13 +411,15 @@ def draw(data: FigureData):
                 ax.errorbar(y, x, xerr=[y - lo, hi - y], fmt=s.marker, color=color, label=s.label,
                             capsize=2, markersize=5)
                 continue
-            ax.plot(x, y, linestyle=s.linestyle, marker=s.marker, color=color, label=s.label, markersize=4)
+            hollow = bool(s.hollow) and all(s.hollow)
+            ax.plot(x, y, linestyle=s.linestyle, marker=s.marker, color=color, label=s.label,
+                    markersize=8 if hollow else 4, markerfacecolor="white" if hollow else color)
             if s.low is not None and any(v is not None for v in s.low):
                 ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
                 ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor=color, capsize=2, linewidth=0.8)
             for i in range(len(x)):
-                if s.hollow and s.hollow[i]:
-                    ax.plot(x[i], y[i], marker="o", markersize=9, markerfacecolor="white", color=color)
+                if s.hollow and s.hollow[i] and not hollow:
+                    ax.plot(x[i], y[i], marker="o", markersize=8, markerfacecolor="white", color=color)
                 if s.starred and s.starred[i]:
                     ax.plot(x[i], y[i], marker="*", markersize=13, color=color, markeredgecolor="black",
                             markeredgewidth=0.5)
@@ -417,12 +437,24 @@ def draw(data: FigureData):
             ax.set_xticklabels(panel.xticklabels or [format_value(t) for t in panel.xticks])
         elif panel.xscale == "linear":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for j, top in enumerate(panel.top_axes):
+            # a twin x axis on the same log scale and limits, ticked at the horizons batch / momentum
+            twin = ax.twiny()
+            twin.set_xscale("log")
+            twin.set_xlim(ax.get_xlim())
+            twin.spines["top"].set_position(("axes", 1.0 + 0.24 * j))
+            b = float(top["numerator"])
+            twin.xaxis.set_major_locator(FixedLocator([b / m for m in top["ticks"]]))
+            twin.xaxis.set_major_formatter(FixedFormatter(top["ticklabels"]))
+            twin.xaxis.set_minor_locator(NullLocator())
+            twin.tick_params(labelsize=6, pad=1)
+            twin.set_xlabel(top["label"], fontsize=7, labelpad=2)
         ax.set_xlabel(panel.xlabel, fontsize=9)
         ax.set_ylabel(panel.ylabel, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
         n_labels = len(ax.get_legend_handles_labels()[0])
-        if n_labels:
+        if n_labels and ax is axes[0]:
             ax.legend(fontsize=7, ncol=1 if n_labels <= 6 else 2)
     if data.title:
         axes[0].set_title(data.title, fontsize=9)

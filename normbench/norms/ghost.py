@@ -52,6 +52,8 @@ def ghost_batch_size_of(cfg: Any) -> int:
     Registered as the entry's `norm_batch_size`, so config validation calls it before any work.
     """
     g, bs = int(cfg["norm"]["ghost_batch_size"]), int(cfg["data"]["batch_size"])
+    if g >= bs:  # the whole batch is one ghost batch: plain BatchNorm
+        return bs
     if bs % g:
         raise ConfigError(f"norm 'ghost_bn': ghost_batch_size={g} does not divide data.batch_size={bs}")
     if g < bs and not cfg["data"]["drop_last"]:

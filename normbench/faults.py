@@ -70,8 +70,8 @@ def as_fault(exc: BaseException, database: str | None = None) -> RunFault | None
     if full is not None:
         where = getattr(full, "filename", None) or database
         target = f"cannot write {where}" if where else "cannot write"
-        return RunFault(f"disk full: {target} ({first_line(full)}); nothing stored was damaged: free space, "
-                        f"then {RESUME_HINT}")
+        detail = getattr(full, "strerror", None) or first_line(full)
+        return RunFault(f"disk full: {target} ({detail}); nothing stored was damaged: free space, then {RESUME_HINT}")
     bad = corrupt_database(exc)
     if bad is not None:
         where = database or "the study database"

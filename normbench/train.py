@@ -27,7 +27,7 @@ from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.norms.momentum import running_stats_fields
 from normbench.norms.sync import use_torch_sync_batchnorm
-from normbench.records import git_info, versions, write_json_atomic
+from normbench.records import check_output_dir, git_info, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 
@@ -138,10 +138,24 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     """
     if not isinstance(cfg, DictConfig):
         cfg = from_mapping(cfg)
+    # CPU numbers depend on the intra-op thread count: it is set for the whole run (data standardization
+    # included) and recorded as `threads`; the caller's setting is restored afterwards.
+    threads = cfg.trainer.threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(cfg, callbacks, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -> RunResult:
     quiet_lightning()
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
     device = torch.device("cuda") if accelerator == "gpu" and cfg.trainer.devices == 1 else torch.device("cpu")
+    out_dir = run_out_dir(cfg)
+    check_output_dir(out_dir, "out_dir")  # before loading data: a bad out_dir is a user error, not a late crash
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
@@ -153,7 +167,6 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     if len(data.train_x) < 2 * cfg.trainer.devices:
         raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
-    out_dir = run_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
     resolved["out_dir"] = str(out_dir)
@@ -238,6 +251,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         "norm": cfg.norm.name,
         "dataset": cfg.data.name,
         "batch_size": bs,
+        "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
+        "threads": threads,
         "norm_batch_size": norm_batch_size(cfg),
         **running_stats_fields(cfg, net, samples_seen=throughput.examples),
         "accumulate_grad_batches": k,

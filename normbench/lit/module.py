@@ -27,6 +27,7 @@ class Classifier(L.LightningModule):
             self.save_hyperparameters(hparams)
         self._sums: torch.Tensor | None = None  # loss sum, correct predictions (on the device)
         self._count = 0
+        self.initial_loss: float | None = None  # the first batch's loss, before any update (divergence rule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -39,6 +40,8 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
+        if self.initial_loss is None:
+            self.initial_loss = float(loss.detach())  # one host sync, at the first step only
         with torch.no_grad():
             n = y.numel()
             self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double()])

@@ -1,7 +1,9 @@
 """`python -m normbench <command> [overrides]`: parse the command, compose the config, dispatch.
 
 Every user error (bad override, unknown name, missing dataset...) prints one line `error: ...` on
-stderr and exits with code 2 before any work starts.
+stderr and exits with code 2 before any work starts. A fault during work (a full disk, a corrupt study
+database, a storage outage longer than the sweep's patience) prints one `error: ...` line naming the
+cause and the file, and exits with code 1.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from normbench.errors import ConfigError
+from normbench.faults import as_fault
 
 USAGE = """usage: python -m normbench <command> [key=value ...]
 
@@ -82,9 +85,10 @@ def cmd_list(args: list[str]) -> int:
 @command("table", "write <results_dir>/<sweep>/table.md and table.tex from a stored sweep (never re-trains)")
 def cmd_table(args: list[str]) -> int:
     from normbench.report.study import load_results, parse_report_args
-    from normbench.report.tables import TABLE_OPTIONS, write_tables
+    from normbench.report.tables import TABLE_OPTIONS, table_columns, write_tables
 
     ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
+    table_columns(ref.options)  # a bad column spec fails before the study is read
     for path in write_tables(load_results(ref), ref.options, ref.out_dir):
         print(f"wrote {path}")
     return 0
@@ -143,3 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a fault during work (disk full, corrupt database...): one line; anything else raises
+        fault = as_fault(e)
+        if fault is None:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
+        return 1

@@ -372,11 +372,16 @@ def validate(raw: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(out)
 
 
+MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
+
+
 def check_semantics(cfg: dict[str, Any]) -> None:
     """Cross-field checks that need no data: ranges, batch sizes vs. batch-statistics norms, devices."""
     from normbench.norms import NORMS
 
     data, trainer, optim = cfg["data"], cfg["trainer"], cfg["optim"]
+    if not 0 <= cfg["seed"] <= MAX_SEED:
+        raise ConfigError(f"seed must be in [0, {MAX_SEED}] (numpy's seed range), got {cfg['seed']}")
     positive = {
         "data.batch_size": data["batch_size"], "data.eval_batch_size": data["eval_batch_size"],
         "trainer.max_epochs": trainer["max_epochs"], "trainer.devices": trainer["devices"],
@@ -389,11 +394,11 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     check_calib(cfg["calib"])
-    if not optim["lr"] > 0:
-        raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
-    for key in ("momentum", "weight_decay"):
-        if optim[key] < 0:
-            raise ConfigError(f"optim.{key} must be >= 0, got {optim[key]}")
+    check_optim(optim)
+    if trainer["gradient_clip_val"] is not None and not trainer["gradient_clip_val"] > 0:
+        raise ConfigError(f"trainer.gradient_clip_val must be > 0 or null, got {trainer['gradient_clip_val']}")
+    check_strategy(trainer["strategy"])
+    check_data(data)
     norm_entry = NORMS.get(cfg["norm"]["name"])
     norm_opts = {k: v for k, v in cfg["norm"].items() if k != "name"}
     try:
@@ -418,6 +423,51 @@ def check_semantics(cfg: dict[str, Any]) -> None:
             raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; accepted here: auto, cpu")
     if trainer["precision"] == "16-mixed" and resolve_accelerator(trainer["accelerator"]) == "cpu":
         raise ConfigError("trainer.precision=16-mixed needs a GPU; on CPU use 32 or bf16-mixed")
+
+
+def check_optim(optim: dict[str, Any]) -> None:
+    """The optimizer's ranges (values are finite already: the schema refuses NaN and infinities)."""
+    if not optim["lr"] > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
+    if not 0 <= optim["momentum"] < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {optim['momentum']}")
+    if optim["weight_decay"] < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {optim['weight_decay']}")
+
+
+def check_strategy(strategy: str) -> None:
+    """`trainer.strategy`: auto or a name in Lightning's strategy registry."""
+    if strategy == "auto":
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = StrategyRegistry.available_strategies()
+    if strategy.lower() not in names:
+        short = [n for n in names if "_find_unused" not in n]
+        raise ConfigError(f"trainer.strategy '{strategy}' is unknown; accepted: auto, {', '.join(short)}")
+
+
+def check_data(data: dict[str, Any]) -> None:
+    """The data section's ranges, the dataset's own option checks and subsets vs. the dataset's size."""
+    from normbench.data import DATASETS
+
+    if not 0.0 <= data["val_fraction"] < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']}")
+    entry = DATASETS.get(data["name"])
+    options = {k: v for k, v in data.items() if k in entry.options}
+    check = entry.meta.get("check")  # fn(root, **options): value ranges, before anything is generated or read
+    if check is not None:
+        try:
+            check(data["root"], **options)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    sizes = entry.meta.get("sizes")  # fn(**options) -> (train, test) samples
+    if sizes is not None:
+        for what, n, total in zip(("train", "test"), (data["train_subset"], data["test_subset"]), sizes(**options),
+                                  strict=True):
+            if n is not None and not 1 <= n <= total:
+                raise ConfigError(f"data.{what}_subset={n} must be in [1, {total}]: {entry.name} has {total} "
+                                  f"{what} samples (null: all of them)")
 
 
 def check_calib(calib: dict[str, Any]) -> None:

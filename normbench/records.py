@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from normbench.errors import ConfigError
+
 
 def git_info(path: Path | None = None) -> dict[str, Any]:
     """Commit sha and dirty flag of the checkout holding normbench (null outside a git checkout)."""
@@ -106,6 +108,11 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write names no file: name the one being written (disk full...)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -120,3 +127,24 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 def read_json(path: Path | str) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def check_output_dir(path: Path | str, key: str) -> None:
+    """Raises ConfigError unless `path` is, or can be made, a writable directory. Creates nothing.
+
+    Args:
+        path: the directory a command will write to.
+        key: the config key that named it (for the message), e.g. `out_dir`.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{key}={path} is an existing file, not a directory; give a directory")
+    existing = target
+    while not existing.exists():  # the deepest folder that exists: where the new ones would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: {existing} is a file, so no directory can be made there")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"{key}={path} is on a read-only file system ({existing}); give a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: {existing} is not writable by this user; give a writable directory")

@@ -8,6 +8,7 @@ that lists what the entry accepts, and the config layer uses the same check.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -124,7 +125,8 @@ _NONE_STRINGS = {"none", "null", "~"}
 def coerce(value: Any, tp: Any, what: str) -> Any:
     """Checks `value` against type hint `tp` (int, float, bool, str, Optional, Literal, list).
 
-    Ints are accepted for floats; the string 'None' for optional fields (sweep files often say None).
+    Ints are accepted for floats, NaN and infinities are not; the string 'None' for optional fields (sweep
+    files often say None).
     """
     if tp is Any:
         return value
@@ -134,6 +136,8 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
         is_none = value is None or (isinstance(value, str) and value.lower() in _NONE_STRINGS)
         if is_none and type(None) in args:
             return None
+        if isinstance(value, float) and not math.isfinite(value) and float in args:
+            return coerce(value, float, what)  # its own message: a finite number is what is missing
         for a in args:
             if a is type(None):
                 continue
@@ -163,6 +167,9 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
         raise ValueError(f"{what} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # NaN/inf would train (or not) and then be stored as null: the record could not say what ran.
+            if not math.isfinite(value):
+                raise ValueError(f"{what} must be a finite number, got {value!r}")
             return float(value)
         raise ValueError(f"{what} must be a number, got {value!r}")
     if tp is str:

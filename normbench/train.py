@@ -38,7 +38,7 @@ from normbench.norms import NORMS, norm_factory
 from normbench.norms.momentum import running_stats_fields
 from normbench.norms.per_device import per_device
 from normbench.norms.sync import use_torch_sync_batchnorm
-from normbench.records import git_info, machine, versions, write_json_atomic
+from normbench.records import check_output_dir, git_info, machine, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 
@@ -181,6 +181,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
     device = torch.device("cuda") if accelerator == "gpu" and cfg.trainer.devices == 1 else torch.device("cpu")
+    out_dir = run_out_dir(cfg)
+    check_output_dir(out_dir, "out_dir")  # before loading data: a bad out_dir is a user error, not a late crash
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
@@ -195,7 +197,6 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     if len(data.train_x) < 2 * cfg.trainer.devices:
         raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
 
-    out_dir = run_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
     resolved["out_dir"] = str(out_dir)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sweep_support import pg_cluster, pg_url  # noqa: F401 - fixtures shared by the sweep and fault tests
 
 from normbench.config import load_config
 

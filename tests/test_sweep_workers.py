@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from sweep_support import PG_URL, TINY_GRID, SweepHome, point_counts, tiny_points, wait_for_running
+from sweep_support import TINY_GRID, SweepHome, point_counts, tiny_points, wait_for_running
 
 from normbench.sweep import final_trials, run_sweep
 from normbench.sweep.study import LOST_WORKER_REASON
@@ -19,24 +19,6 @@ from normbench.sweep.worker import INTERRUPTED_REASON
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> SweepHome:
     return SweepHome.create(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database on the loopback PostgreSQL server (.ci/start-postgres), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL server answers at {PG_URL} (start one: bash .ci/start-postgres): "
-                    f"{str(e).splitlines()[0]}")
-    name = f"normbench_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def assert_every_point_once(trials) -> None:
@@ -121,6 +103,9 @@ def test_interrupted_worker_requeues_its_trial_at_once(home):
     (copy,) = [t for t in trials if t.state == TrialState.WAITING and
                t.system_attrs.get("retry_history") == [number]]
     assert copy.user_attrs["params"] == trials[number].user_attrs["params"]
+    with open(home.results / "slow" / "trials.csv") as f:  # refreshed at the interrupt: no trial left RUNNING
+        states = {int(r["number"]): r["state"] for r in csv.DictReader(f)}
+    assert states[number] == "FAIL" and states[copy.number] == "WAITING" and "RUNNING" not in states.values()
 
     assert run_sweep(home.args("slow")) == 0  # no heartbeat wait: the copy is already queued
     finals = final_trials(home.trials("slow"))

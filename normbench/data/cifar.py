@@ -41,7 +41,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-@register_dataset("cifar10", aliases=("cifar",))
+@register_dataset("cifar10", aliases=("cifar",), sizes=lambda: (50000, 10000))
 def cifar10(root: str | None, download: bool) -> RawSplits:
     """CIFAR-10: 50k/10k 32x32 colour images, 10 classes."""
     if root is not None:

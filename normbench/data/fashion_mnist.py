@@ -76,7 +76,7 @@ def locate(root: str | None, download: bool) -> dict[str, Path]:
     return files
 
 
-@register_dataset("fashion_mnist", aliases=("fmnist", "fashionmnist"))
+@register_dataset("fashion_mnist", aliases=("fmnist", "fashionmnist"), sizes=lambda: (60000, 10000))
 def fashion_mnist(root: str | None, download: bool) -> RawSplits:
     """Fashion-MNIST: 60k/10k 28x28 grayscale images, 10 classes."""
     files = locate(root, download)

@@ -167,9 +167,10 @@ def flip_and_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
 def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None:
         return x, y
-    if n < 1:
-        raise ConfigError(f"data.{what} must be >= 1, got {n}")
-    if n >= len(x):
+    if not 1 <= n <= len(x):  # never clipped silently: the record would not say what ran
+        raise ConfigError(f"data.{what}={n} must be in [1, {len(x)}]: the dataset has {len(x)} samples there "
+                          "(null: all of them)")
+    if n == len(x):
         return x, y
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
     return x[idx], y[idx]

@@ -10,7 +10,9 @@ import torch
 from normbench.errors import ConfigError
 from normbench.registry import Registry
 
-# Loaders are called as fn(root, download, **options) -> RawSplits.
+# Loaders are called as fn(root, download, **options) -> RawSplits. Optional metadata, used by the config
+# checks before any data is read: `check(root, **options)` raises ValueError on a bad value, and
+# `sizes(**options) -> (train, test)` gives the split sizes (for data.train_subset / data.test_subset).
 DATASETS = Registry("dataset", skip_params=2)
 
 

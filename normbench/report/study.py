@@ -139,9 +139,16 @@ def load_study(ref: ReportArgs):
     shown = display_url(url)
     hint = (f"run `python -m normbench run sweep={ref.sweep}` first, or point at the results with "
             "results_dir=DIR or sweep.storage=URL")
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        # Opening a missing SQLite file would create an empty database: check first.
-        raise ConfigError(f"no results for sweep '{ref.sweep}': storage {shown} does not exist ({hint})")
+    from normbench.sweep.storage import inspect_sqlite, sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None:
+        # Optuna would create a missing file, or its tables in an empty one: reports only read, so check first.
+        if not path.is_file():
+            raise ConfigError(f"no results for sweep '{ref.sweep}': storage {shown} does not exist ({hint})")
+        if not inspect_sqlite(path):  # a corrupt file raises a RunFault naming it
+            raise ConfigError(f"no results for sweep '{ref.sweep}': {path} holds no Optuna study "
+                              f"({path.stat().st_size} bytes) ({hint})")
     try:
         names = optuna.study.get_all_study_names(storage=url)
     except Exception as e:  # noqa: BLE001 - driver errors come in many classes; the cause is what matters
@@ -178,6 +185,8 @@ class TrialRecord:
 
         `queued`: WAITING in the study, never started (e.g. beyond a `sweep.max_trials` budget).
         """
+        if self.summary is not None and self.summary.get("status") == "diverged":
+            return "diverged"  # a sweep records a diverged run as a FAIL trial with its summary
         if self.state == "COMPLETE":
             if self.summary is None:
                 return "failed"

@@ -31,6 +31,7 @@ Options (the sweep file's `table:` mapping, or `table.<key>=...` on the command 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ KNOWN_COLUMNS = {c.key: c for c in [
     Column("calib_var_log_ratio", "calib. var log-ratio", 1, 4, "absmin"),
     Column("examples_per_sec", "examples/s", 1, 0, "max"),
     Column("wall_s", "wall time (s)", 1, 1, "min"),
+    Column("lr", "effective lr", 1, 5, None),
 ]}
 
 DEFAULT_COLUMNS = ["test_acc", "acc_gap", "test_acc_precise", "calib_kl", "examples_per_sec"]
@@ -113,16 +115,20 @@ TABLE_OPTIONS: dict[str, Any] = {
 OUTCOME_ORDER = ["failed", "diverged", "pruned", "running", "queued", "missing"]
 
 
+COLUMN_FIELDS = ("key", "label", "scale", "digits", "better", "relative_to")
+MAX_DIGITS = 12
+
+
 def column_spec(entry: Any, labels: dict[str, str]) -> Column:
     """A Column from a sweep-file entry: a summary key, or a mapping {key, label, scale, digits, better}."""
     if isinstance(entry, str):
         base = KNOWN_COLUMNS.get(entry, Column(entry, entry))
         return Column(base.key, labels.get(entry, base.label), base.scale, base.digits, base.better)
     if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-        unknown = set(entry) - {"key", "label", "scale", "digits", "better", "relative_to"}
+        unknown = set(entry) - set(COLUMN_FIELDS)
         if unknown:
             raise ConfigError(f"table.columns entry {entry} has unknown field(s) {', '.join(sorted(unknown))}; "
-                              "accepted: key, label, scale, digits, better, relative_to")
+                              f"accepted: {', '.join(COLUMN_FIELDS)}")
         relative = entry.get("relative_to")
         if relative is not None and not isinstance(relative, dict):
             raise ConfigError(f"table.columns '{entry['key']}': relative_to must be a mapping {{key: value}}, "
@@ -131,10 +137,31 @@ def column_spec(entry: Any, labels: dict[str, str]) -> Column:
         better = entry.get("better", base.better)
         if better not in (None, "max", "min", "absmin"):
             raise ConfigError(f"table.columns '{base.key}': better must be max, min, absmin or null; got {better!r}")
-        return Column(base.key, str(entry.get("label", base.label)),
-                      float(entry.get("scale", 1.0 if relative else base.scale)),
-                      int(entry.get("digits", base.digits)), better, relative)
+        scale = entry.get("scale", 1.0 if relative else base.scale)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
+            raise ConfigError(f"table.columns '{base.key}': scale must be a finite, non-zero number (e.g. 100 for "
+                              f"percent); got {scale!r}")
+        digits = entry.get("digits", base.digits)
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= MAX_DIGITS:
+            raise ConfigError(f"table.columns '{base.key}': digits must be an integer in [0, {MAX_DIGITS}]; "
+                              f"got {digits!r}")
+        return Column(base.key, str(entry.get("label", base.label)), float(scale), digits, better, relative)
     raise ConfigError(f"table.columns entries are metric names or mappings with a 'key'; got {entry!r}")
+
+
+def table_columns(options: dict[str, Any]) -> tuple[list[Column], bool]:
+    """The requested columns (or the defaults) and whether they were requested; ConfigError on a bad spec."""
+    labels = options.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise ConfigError(f"table.labels must be a mapping {{key: label}}, got {labels!r}")
+    requested = options.get("columns")
+    if isinstance(requested, (str, dict)):
+        requested = [requested]
+    if requested is not None and not isinstance(requested, list):
+        raise ConfigError(f"table.columns must be a list of metric names or {{{', '.join(COLUMN_FIELDS)}}} "
+                          f"mappings (e.g. [test_acc, acc_gap]); got {requested!r}")
+    entries = list(requested) if requested else list(DEFAULT_COLUMNS)
+    return [column_spec(e, labels) for e in entries], bool(requested)
 
 
 def metric_column(col: Column, metric: str | None) -> Column:
@@ -260,15 +287,8 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
         raise ConfigError(f"table.layout must be long or pivot, got {layout!r}")
     results = filter_results(results, options.get("where"))
     labels = options.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise ConfigError(f"table.labels must be a mapping {{key: label}}, got {labels!r}")
-    requested = options.get("columns")
-    if isinstance(requested, str):
-        requested = [requested]
-    if requested is not None and not isinstance(requested, list):
-        raise ConfigError(f"table.columns must be a list of metric names or mappings, got {requested!r}")
-    entries = list(requested) if requested else list(DEFAULT_COLUMNS)
-    columns = [metric_column(column_spec(e, labels), options.get("metric")) for e in entries]
+    columns, requested = table_columns(options)
+    columns = [metric_column(c, options.get("metric")) for c in columns]
     footer_extra = []
     if not requested:  # defaults that no run recorded (e.g. calibration not measured) are left out, and said so
         present = [c for c in columns if any(g.metric_values(c.key) for g in results.groups)]

@@ -7,15 +7,23 @@ wandb.Table. Project `logger.project` (default normbench), group `logger.group` 
 model, norm and dataset. Without an API key (environment or netrc) and without WANDB_MODE, the run is
 offline (wandb 0.31 would otherwise raise a UsageError) and is written under `<results_dir>/wandb/`;
 upload it later with `wandb sync <results_dir>/wandb/wandb/offline-run-*`.
+
+A run is never lost to its logger: when W&B should go online but its host does not answer (checked with
+one TCP connection, 5 s at most) or `wandb.init` fails, the run logs offline instead, with one warning
+line on stderr.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import socket
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -53,18 +61,64 @@ class NormbenchWandbLogger(WandbLogger):
         super().log_hyperparams(params)
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+@functools.cache
+def unreachable(base_url: str) -> str | None:
+    """Why the W&B host of `base_url` cannot be reached (one TCP connection, once per process), else None."""
+    parsed = urlparse(base_url)
+    host = parsed.hostname or "api.wandb.ai"
+    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or type(e).__name__}"
+
+
+@functools.cache
+def warn_once(text: str) -> None:
+    """Prints one warning line on stderr, once per process (a sweep's trials would repeat it)."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 def make_wandb_logger(cfg: DictConfig, config: dict[str, Any], out_dir: Path) -> NormbenchWandbLogger:
-    """The Lightning logger for `logger=wandb`; offline when no key and no WANDB_MODE are set."""
-    offline = not has_api_key() and not os.environ.get("WANDB_MODE")
+    """The Lightning logger for `logger=wandb`: offline without a key and WANDB_MODE, or when W&B cannot be
+    reached (then with one warning line); online otherwise, with its run created now so that a failure to
+    start it falls back to offline instead of losing the run."""
+    mode = os.environ.get("WANDB_MODE", "")
+    offline = (not has_api_key() and not mode) or mode in ("offline", "dryrun")
     save_dir = Path(cfg.results_dir) / "wandb"
     save_dir.mkdir(parents=True, exist_ok=True)
     group = sweep_group(cfg)
     tags = list(dict.fromkeys([cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags]))
-    return NormbenchWandbLogger(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=group, tags=tags,
-        name=f"{group}-{out_dir.name}" if group else out_dir.name, save_dir=str(save_dir), offline=offline,
-        config=config, settings={"silent": True} if offline else None,
-    )
+    fallback = (f"logging this run offline under {save_dir / 'wandb'}; upload it later with "
+                f"`wandb sync {save_dir / 'wandb'}/offline-run-*`")
+
+    def build(offline: bool) -> NormbenchWandbLogger:
+        return NormbenchWandbLogger(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=group, tags=tags,
+            name=f"{group}-{out_dir.name}" if group else out_dir.name, save_dir=str(save_dir), offline=offline,
+            config=config, settings={"silent": True} if offline else None,
+            # explicit: after a failed online start, wandb no longer reads WANDB_MODE (Lightning's offline switch)
+            mode="offline" if offline else None,
+        )
+
+    if offline or mode == "disabled":
+        return build(offline)
+    reason = unreachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    if reason is not None:
+        warn_once(f"W&B is unreachable ({reason}); {fallback}")
+        return build(True)
+    logger = build(False)
+    try:
+        logger.experiment  # noqa: B018 - starts the online run now, where a failure can still be handled
+    except Exception as e:  # noqa: BLE001 - wandb raises CommError, UsageError, timeouts...
+        text = " ".join(str(e).split())[:200] or type(e).__name__
+        warn_once(f"W&B online run did not start ({type(e).__name__}: {text}); {fallback}")
+        return build(True)
+    return logger
 
 
 def flat_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:

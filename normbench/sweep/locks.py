@@ -60,14 +60,29 @@ class PostgresAdvisoryLock(StudyLock):
         import sqlalchemy
 
         self.key = int.from_bytes(hashlib.sha1(f"normbench:{study_name}".encode()).digest()[:8], "big", signed=True)
-        self._engine = sqlalchemy.create_engine(driver_url(url), pool_size=1, max_overflow=0, pool_pre_ping=True)
+        self._engine = sqlalchemy.create_engine(driver_url(url), pool_size=1, max_overflow=0, pool_pre_ping=True,
+                                                connect_args={"connect_timeout": 10})
         self._conn = None
+        # Set by the sweep once its storage is open: taking the lock then waits out a server outage too.
+        self.retry = None
 
-    def __enter__(self) -> PostgresAdvisoryLock:
+    def _acquire(self) -> None:
         import sqlalchemy
 
-        self._conn = self._engine.connect()
-        self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        conn = self._engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        self._conn = conn
+
+    def __enter__(self) -> PostgresAdvisoryLock:
+        if self.retry is not None:
+            self.retry(self._acquire)
+        else:
+            self._acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,9 +2,12 @@
 
 A trial's config is exactly what `python -m normbench run <overrides>` composes for
 
-    trainer.progress_bar=false  <sweep base>  <command-line overrides>  <trial params>  out_dir=<trial dir>
+    trainer.progress_bar=false  <sweep base>  <command-line overrides>  <sweep additions>  <trial params>
+    out_dir=<trial dir>
 
-so every trial can be reproduced with one command (stored as the trial's `command` user attribute).
+(sweep additions: `logger.group=<sweep>` for W&B, and `trainer.threads=N` when the thread count was left
+null: it changes CPU numbers, so it is resolved once and written into every trial's config), so every
+trial can be reproduced with one command (stored as the trial's `command` user attribute).
 `make_plan` composes the base config and every grid combination (and the bounds or choices of every
 searched distribution) once, so a bad key or value fails with one line before the study is touched.
 """
@@ -135,8 +138,8 @@ class TrialComposer:
         self._composed: dict[str, dict[str, Any]] = {}
 
     def add_override(self, text: str) -> None:
-        """An override the sweep adds after the command line's (e.g. logger.group)."""
-        self.extra.append(text)
+        """An override the sweep adds after the command line's (e.g. logger.group); replaces one of its key."""
+        self.extra = [o for o in self.extra if _override_key(o) != _override_key(text)] + [text]
         self._composed.clear()
 
     def overrides(self, params: dict[str, Any], out_dir: str | Path | None = None) -> list[str]:
@@ -146,7 +149,8 @@ class TrialComposer:
             ovs.append(f"out_dir={format_value(str(out_dir))}")
         return ovs
 
-    def compose(self, params: dict[str, Any], out_dir: str | Path | None = None) -> tuple[DictConfig, list[str]]:
+    def compose(self, params: dict[str, Any], out_dir: str | Path | None = None,
+                scale_lr: bool = True) -> tuple[DictConfig, list[str]]:
         """The validated run config for `params`, and the overrides that reproduce it.
 
         Equal to `load_config(overrides)`, but Hydra composes once per choice of config files (the
@@ -167,7 +171,7 @@ class TrialComposer:
             raw["out_dir"] = str(out_dir)
         cfg = validate(raw)
         ovs = self.overrides(params, out_dir)
-        if self.spec.lr_scaling:
+        if self.spec.lr_scaling and scale_lr:
             # Linear scaling rule (Goyal et al. 2017): optim.lr is the rate at base_batch_size.
             base = self.spec.lr_scaling["base_batch_size"]
             effective = effective_batch_size(cfg)
@@ -202,6 +206,12 @@ class Plan:
     base_cfg: DictConfig
     combos: list[dict[str, Any]]
     distributions: dict[str, Any]
+    threads_auto: bool = False  # trainer.threads was null: the sweep chose it (a resume adopts the study's)
+
+    def set_threads(self, threads: int) -> None:
+        """Every trial runs with `threads` torch threads (trainer.threads, part of each trial's config)."""
+        self.composer.add_override(f"trainer.threads={threads}")
+        self.base_cfg = _base_config(self.composer)
 
     @property
     def results_dir(self) -> str:
@@ -222,10 +232,8 @@ class Plan:
         """The parts of the base config that decide a trial's numbers (compared when a study is resumed)."""
         cfg = OmegaConf.to_container(self.base_cfg, resolve=True)
         assert isinstance(cfg, dict)
-        drop = [*NEUTRAL_KEYS, *self.spec.swept_keys]
-        if self.spec.lr_scaling:
-            drop.append("optim.lr")  # recorded per trial; the base value is kept in the spec
-        for key in drop:
+        # optim.lr stays under lr_scaling: it is the rate at base_batch_size, which every trial's rate scales.
+        for key in [*NEUTRAL_KEYS, *self.spec.swept_keys]:
             parts = key.split(".")
             node = cfg
             for p in parts[:-1]:
@@ -252,9 +260,14 @@ def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def _compose_checked(composer: TrialComposer, params: dict[str, Any]) -> DictConfig:
+def _base_config(composer: TrialComposer) -> DictConfig:
+    """The config every trial starts from, before its params (optim.lr unscaled: the rate at base_batch_size)."""
+    return _compose_checked(composer, {}, scale_lr=False)
+
+
+def _compose_checked(composer: TrialComposer, params: dict[str, Any], scale_lr: bool = True) -> DictConfig:
     try:
-        return composer.compose(params)[0]
+        return composer.compose(params, scale_lr=scale_lr)[0]
     except ConfigError as e:
         shown = " ".join(f"{k}={v}" for k, v in params.items())
         raise ConfigError(f"sweep {composer.spec.name} ({shown}): {e}") from None
@@ -265,11 +278,15 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     from optuna.distributions import CategoricalDistribution
 
     composer = TrialComposer(spec, list(run_overrides))
-    base_cfg = _compose_checked(composer, {})
+    base_cfg = _base_config(composer)
     if base_cfg.logger.name == "wandb" and "logger.group" not in composer.user_keys:
         composer.add_override(f"logger.group={format_value(spec.name)}")  # one W&B group per sweep
-        base_cfg = _compose_checked(composer, {})
+        base_cfg = _base_config(composer)
     _check_objective(spec, base_cfg)
+    threads_auto = base_cfg.trainer.threads is None
+    if threads_auto:  # resolved once, into every trial's config: its stored command then reproduces it
+        composer.add_override(f"trainer.threads={default_threads(spec.n_workers)}")
+        base_cfg = _base_config(composer)
 
     first_sample = {s.key: s.probe_values()[0] for s in spec.space}
     combos: list[dict[str, Any]] = []
@@ -294,7 +311,15 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
             distributions[k] = CategoricalDistribution(values)
     for s in spec.space:
         distributions[s.key] = s.distribution()
-    return Plan(spec, composer, base_cfg, combos, distributions)
+    return Plan(spec, composer, base_cfg, combos, distributions, threads_auto)
+
+
+def default_threads(n_workers: int) -> int:
+    """Torch threads per trial when trainer.threads is null: this process's torch default (OMP_NUM_THREADS,
+    else the physical cores) shared among the sweep's local worker processes."""
+    import torch
+
+    return max(1, torch.get_num_threads() // n_workers)
 
 
 PER_EPOCH = ("val_acc", "val_loss", "train_acc", "train_loss", "train_acc_running", "train_loss_running")

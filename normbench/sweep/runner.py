@@ -14,26 +14,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from normbench.errors import ConfigError, RunFault
+from normbench.records import check_output_dir
 from normbench.sweep.export import write_trials_csv
 from normbench.sweep.locks import display_url
 from normbench.sweep.paths import storage_url, sweep_dir
 from normbench.sweep.plan import Plan, make_plan
 from normbench.sweep.progress import count, final_line, trial_line
 from normbench.sweep.spec import load_spec, split_args
+from normbench.sweep.storage import check_storage, mask_password
 from normbench.sweep.study import FINISHED, SweepStudy, quiet_optuna
 from normbench.sweep.worker import TrialOutcome, Worker
 
 
 def prepare(args: list[str]) -> tuple[Plan, str]:
     """Parses and checks a sweep command line; nothing is written. Returns the plan and storage URL."""
-    from normbench.errors import ConfigError
-
     name, settings, run_overrides = split_args(args)
     if name is None:
         raise ConfigError("no sweep=NAME given")
     spec = load_spec(name, settings)
     plan = make_plan(spec, run_overrides)
-    return plan, storage_url(plan.results_dir, spec.name, spec.storage)
+    url = storage_url(plan.results_dir, spec.name, spec.storage)
+    mask_password(url)  # before anything (W&B, worker processes) can read sys.argv
+    check_output_dir(plan.results_dir, "results_dir")
+    check_storage(url, spec.name, spec.storage is not None, sweep_dir(plan.results_dir, spec.name) / "trials")
+    return plan, url
 
 
 def describe(plan: Plan, url: str) -> str:
@@ -46,7 +51,8 @@ def describe(plan: Plan, url: str) -> str:
         keys = ", ".join(s.key for s in spec.space)
         shape = (f"{spec.sampler} over {keys}: {spec.n_configs} configurations x "
                  f"{len(plan.replicas())} replica(s) ({dims + ' x ' if dims else ''}{seeds}), pruner {spec.pruner}")
-    return f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); storage {display_url(url)}"
+    return (f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); "
+            f"{plan.base_cfg.trainer.threads} torch thread(s) per trial; storage {display_url(url)}")
 
 
 def csv_path(plan: Plan) -> Path:
@@ -65,10 +71,17 @@ def run_plan(plan: Plan, url: str) -> int:
     quiet_optuna()
     spec = plan.spec
     sweep_dir(plan.results_dir, spec.name).mkdir(parents=True, exist_ok=True)
-    print(describe(plan, url), flush=True)
     sweep_study = SweepStudy(plan, url)
+    print(describe(plan, url), flush=True)
+    for note in sweep_study.notes:
+        print(note, flush=True)
     try:
-        code = _run_here(plan, sweep_study) if spec.n_workers == 1 else _run_workers(plan, url, sweep_study)
+        try:
+            code = _run_here(plan, sweep_study) if spec.n_workers == 1 else _run_workers(plan, url, sweep_study)
+        except KeyboardInterrupt:
+            # The interrupted trials are FAIL (and queued again) by now: trials.csv says so, not RUNNING.
+            write_trials_csv(csv_path(plan), sweep_study.trials(), spec.swept_keys)
+            raise
         trials = sweep_study.trials()
         write_trials_csv(csv_path(plan), trials, spec.swept_keys)
         print(final_line(plan, trials), flush=True)
@@ -92,22 +105,36 @@ def _run_here(plan: Plan, sweep_study: SweepStudy) -> int:
     return 0
 
 
-def worker_process(plan: Plan, url: str, counter: Any, log_path: str, threads: int) -> None:
-    """Entry point of a local worker process (spawned): runs trials quietly, output to its log file."""
+def worker_process(plan: Plan, url: str, counter: Any, log_path: str) -> None:
+    """Entry point of a local worker process (spawned): runs trials quietly, output to its log file.
+
+    Each trial sets its own torch thread count (trainer.threads, in its config). A fault ends the process
+    with one `error:` line in its log (the coordinator repeats it) and exit code 1.
+    """
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
-    import torch
-
-    torch.set_num_threads(threads)
     quiet_optuna()
-    sweep_study = SweepStudy(plan, url, setup=False)
     try:
-        for outcome in Worker(sweep_study, counter=counter).run():
-            print(f"trial {outcome.number}: {outcome.state.name} {outcome.value} {outcome.fail_reason or ''}")
-    finally:
-        sweep_study.close()
+        sweep_study = SweepStudy(plan, url, setup=False)
+        try:
+            for outcome in Worker(sweep_study, counter=counter).run():
+                print(f"trial {outcome.number}: {outcome.state.name} {outcome.value} {outcome.fail_reason or ''}")
+        finally:
+            sweep_study.close()
+    except (ConfigError, RunFault) as e:
+        print(f"error: {e}", flush=True)
+        sys.exit(1)
+
+
+def _error_line(log_path: Path) -> str | None:
+    """The last `error:` line a worker wrote to its log."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line for line in reversed(lines) if line.startswith("error: ")), None)
 
 
 def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
@@ -118,11 +145,10 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     counter = ctx.Value("i", 0)
     logs = sweep_dir(plan.results_dir, spec.name) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // spec.n_workers)
     procs = []
     for k in range(spec.n_workers):
         log_path = logs / f"{k}.log"
-        p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path), threads),
+        p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path)),
                         name=f"normbench-sweep-{k}")
         p.start()
         procs.append((p, log_path))
@@ -142,14 +168,23 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
             if not alive:
                 break
             time.sleep(1.0)
-    except KeyboardInterrupt:
-        for p, _ in procs:  # the workers got the same Ctrl-C: they re-queue their trials and stop
+    except (KeyboardInterrupt, RunFault):
+        # Ctrl-C: the workers got it too; they re-queue their trials and stop. A storage outage that outlasted
+        # the patience here ends theirs too; they stop on their own.
+        for p, _ in procs:
             p.join()
         raise
     code = 0
+    errors: list[str] = []
     for p, log_path in procs:
         p.join()
         if p.exitcode != 0:
-            print(f"worker {p.name} exited with code {p.exitcode}; see {log_path}", file=sys.stderr, flush=True)
+            line = _error_line(log_path)
+            if line is not None and line not in errors:
+                errors.append(line)
+            elif line is None:
+                print(f"worker {p.name} exited with code {p.exitcode}; see {log_path}", file=sys.stderr, flush=True)
             code = 1
+    if errors:
+        raise RunFault("; ".join(e[len("error: "):] for e in errors))
     return code

@@ -50,7 +50,7 @@ _PRIMITIVES = (type(None), bool, int, float, str)
 # Top-level keys of a sweep file and what they hold (the error for an unknown key lists them).
 SPEC_KEYS = ("description", "base", "grid", "space", "seeds", "sampler", "sampler_options", "sampler_seed",
              "n_configs", "objective", "direction", "pruner", "pruner_options", "lr_scaling", "storage",
-             "n_workers", "max_trials", "heartbeat_interval", "grace_period", "table", "report")
+             "n_workers", "max_trials", "heartbeat_interval", "grace_period", "storage_patience", "table", "report")
 
 
 class _Unset:
@@ -136,6 +136,7 @@ class SweepSpec:
     max_trials: int | None = None
     heartbeat_interval: int = 10
     grace_period: int | None = None
+    storage_patience: int = 300  # seconds a storage operation keeps retrying through an outage
     table: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
 
@@ -173,6 +174,10 @@ class SweepSpec:
         for s in out["space"].values():
             if "choices" in s:
                 s["choices"] = list(s["choices"])
+        if self.storage:  # a password in the URL is for connecting only, never stored
+            from normbench.sweep.locks import display_url
+
+            out["storage"] = display_url(self.storage)
         return out
 
 
@@ -408,6 +413,7 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
     spec.max_trials = _int(name, "max_trials", raw.get("max_trials"), 1, allow_none=True)
     spec.heartbeat_interval = _int(name, "heartbeat_interval", raw.get("heartbeat_interval", 10), 1)
     spec.grace_period = _int(name, "grace_period", raw.get("grace_period"), 1, allow_none=True)
+    spec.storage_patience = _int(name, "storage_patience", raw.get("storage_patience", 300), 1)
     spec.table = _mapping(name, "table", raw.get("table"))
     spec.report = _mapping(name, "report", raw.get("report"))
     _check_consistency(spec)
@@ -475,6 +481,9 @@ def load_spec(name: str, overrides: Mapping[str, Any] | None = None) -> SweepSpe
     except Exception as e:  # noqa: BLE001 - YAML syntax and interpolation errors come in many classes
         msg = " ".join(str(e).split())
         raise _fail(name, f"cannot read {path}: {msg}") from None
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise _fail(name, f"{path} must hold a mapping of settings (base, grid, seeds, ...), got a "
+                          f"{type(loaded).__name__}")
     raw = dict(loaded or {})
     for key, value in (overrides or {}).items():
         if key not in SPEC_KEYS:

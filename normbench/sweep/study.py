@@ -40,16 +40,21 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from normbench.errors import ConfigError
+from normbench.errors import ConfigError, RunFault
 from normbench.sweep.locks import display_url, driver_url, study_lock
 from normbench.sweep.paths import sweep_dir
 from normbench.sweep.plan import Plan, config_id, point_key, record_differences
 from normbench.sweep.records import summary_keys
 from normbench.sweep.spec import SweepSpec, pruner_class, sampler_class
+from normbench.sweep.storage import Retrier, RetryingRDBStorage
 
 LOST_WORKER_REASON = ("worker stopped while the trial ran (killed, crashed or lost its heartbeat); "
                       "re-queued as a new trial")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Sweep settings that change what a trial computes (besides the base config): a resume must match them.
+COMPUTE_SETTINGS = ("objective", "sampler", "lr_scaling", "pruner", "pruner_options")
+# Base-config keys that normbench did not store before it recorded them (studies started earlier lack them).
+LEGACY_UNRECORDED = ("trainer.threads", "optim.lr")
 
 
 def quiet_optuna() -> None:
@@ -67,10 +72,13 @@ def expected_warnings() -> Iterator[None]:
         yield
 
 
-def open_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
-    """RDBStorage with heartbeats; stale trials are re-queued by RetryHeartbeatStaleTrialCallback."""
+def open_storage(url: str, spec: SweepSpec, retrier: Retrier | None = None) -> RetryingRDBStorage:
+    """RDBStorage with heartbeats and retries through outages (normbench.sweep.storage); stale trials are
+    re-queued by RetryHeartbeatStaleTrialCallback."""
     from sqlalchemy.engine import make_url
 
+    shown = display_url(url)
+    retrier = retrier or Retrier(url, spec.storage_patience, shown)
     url = driver_url(url)
     parsed = make_url(url)
     sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
@@ -81,13 +89,15 @@ def open_storage(url: str, spec: SweepSpec) -> optuna.storages.RDBStorage:
         _sqlite_wal(Path(str(parsed.database)))
     try:
         with expected_warnings():
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-                grace_period=spec.effective_grace_period(),
+            storage = RetryingRDBStorage(
+                url, retrier=retrier, engine_kwargs=engine_kwargs,
+                heartbeat_interval=spec.heartbeat_interval, grace_period=spec.effective_grace_period(),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+    except RunFault:
+        raise
     except Exception as e:  # noqa: BLE001 - driver/connection errors come in many classes
         msg = " ".join(str(e).split())[:300]
-        raise ConfigError(f"sweep {spec.name}: cannot open storage {display_url(url)}: {msg}") from None
+        raise ConfigError(f"sweep {spec.name}: cannot open storage {shown}: {msg}") from None
     if sqlite_file:
         from sqlalchemy import event
 
@@ -128,6 +138,21 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     return cls(**spec.pruner_options)
 
 
+def fill_missing(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """A copy of record `old` with each dotted key of `keys` it lacks taken from record `new`."""
+    import copy
+
+    out = copy.deepcopy(old)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = new, out
+        for p in parents:
+            src, dst = (src or {}).get(p), dst.setdefault(p, {})
+        if isinstance(dst, dict) and leaf not in dst and isinstance(src, dict) and leaf in src:
+            dst[leaf] = src[leaf]
+    return out
+
+
 def superseded_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of trials that were re-queued (their re-run is another trial)."""
     out: set[int] = set()
@@ -163,26 +188,40 @@ class SweepStudy:
         self.trials_dir = sweep_dir(plan.results_dir, self.spec.name) / "trials"
         self.lock = study_lock(url, self.spec.name)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.notes: list[str] = []  # what setup decided that the user should know (printed by the runner)
+        self.retrier = Retrier(url, self.spec.storage_patience, display_url(url))
+        if hasattr(self.lock, "retry"):  # taking the lock waits out a server outage too
+            self.lock.retry = self.retrier.call
         with self.lock:  # also serializes table creation on a fresh database
-            self.storage = open_storage(url, self.spec)
+            self.storage = open_storage(url, self.spec, self.retrier)
             self.study = optuna.create_study(
                 study_name=self.spec.name, storage=self.storage, direction=self.spec.direction,
                 load_if_exists=True, sampler=make_sampler(self.spec, self.spec.sampler_seed),
                 pruner=make_pruner(self.spec))
-            self.study_id = self.storage.get_study_id_from_name(self.spec.name)
-            if setup:
-                self._check_and_record()
-                with expected_warnings():  # optuna-dashboard labels the trial values with the objective's name
-                    if self.study.metric_names != [self.spec.objective]:
-                        self.study.set_metric_names([self.spec.objective])
-                if self.spec.is_grid:
-                    self.enqueue(plan.replicas())
-                self._fix_waiting()
+            try:
+                self.study_id = self.storage.get_study_id_from_name(self.spec.name)
+                if setup:
+                    self._check_and_record()
+                    with expected_warnings():  # optuna-dashboard labels the trial values with the objective's name
+                        if self.study.metric_names != [self.spec.objective]:
+                            self.study.set_metric_names([self.spec.objective])
+                    if self.spec.is_grid:
+                        self.enqueue(plan.replicas())
+                    self._fix_waiting()
+            except BaseException:
+                self.close()  # a refused resume leaves no open connection (nor SQLite's -wal/-shm files)
+                raise
 
     # -- study-level records ------------------------------------------------------------------------
 
     def _check_and_record(self) -> None:
-        """A resumed study must have been run with the same settings: its numbers would not mix otherwise."""
+        """A resumed study must have been run with the same settings: its numbers would not mix otherwise.
+
+        Compared: the direction, the sweep settings that change what a trial computes (COMPUTE_SETTINGS),
+        and the base config (everything but the swept keys and NEUTRAL_KEYS, trainer.threads included).
+        With trainer.threads left null, a resume adopts the study's thread count (so another
+        sweep.n_workers, or another machine, computes the same numbers).
+        """
         attrs = self.study.user_attrs
         where = f"sweep {self.spec.name}: the study in {display_url(self.url)}"
         new_study = "use another results_dir or sweep.storage for a new study"
@@ -190,20 +229,36 @@ class SweepStudy:
         if directions != [self.spec.direction]:
             raise ConfigError(f"{where} has direction {directions[0]}, the sweep says {self.spec.direction}; "
                               f"{new_study}")
-        base = self.plan.base_record()
         if "base_config" in attrs:
             old = attrs.get("sweep", {})
-            for key in ("objective", "sampler"):
+            for key in COMPUTE_SETTINGS:
                 if old.get(key) != getattr(self.spec, key):
-                    raise ConfigError(f"{where} was run with {key} {old.get(key)}, this run has "
-                                      f"{getattr(self.spec, key)}; {new_study}")
-            diffs = record_differences(attrs["base_config"], base)
+                    raise ConfigError(f"{where} was run with sweep.{key} {old.get(key)!r}, this run has "
+                                      f"{getattr(self.spec, key)!r}; resume with the same setting, or {new_study}")
+            old_base = attrs["base_config"]
+            old_threads = (old_base.get("trainer") or {}).get("threads")
+            legacy = "threads" not in (old_base.get("trainer") or {})
+            if self.plan.threads_auto and isinstance(old_threads, int) \
+                    and old_threads != self.plan.base_cfg.trainer.threads:
+                self.plan.set_threads(old_threads)
+                self.notes.append(f"trainer.threads={old_threads}: the thread count this study's trials ran with "
+                                  "(results depend on it)")
+            if legacy and self.plan.threads_auto:
+                raise ConfigError(f"{where} was started before normbench recorded the thread count; resume it with "
+                                  "trainer.threads=N, N the torch threads its trials used (max(1, physical cores // "
+                                  f"sweep.n_workers) of that run), or {new_study}")
+            base = self.plan.base_record()
+            if legacy:  # an older normbench did not store these: take them as stated now
+                old_base = fill_missing(old_base, base, LEGACY_UNRECORDED)
+            diffs = record_differences(old_base, base)
             if diffs:
                 shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
                 raise ConfigError(f"{where} was run with other settings ({shown}); resume with the same "
                                   f"overrides, or {new_study}")
+            if legacy:
+                self.study.set_user_attr("base_config", base)
         else:
-            self.study.set_user_attr("base_config", base)
+            self.study.set_user_attr("base_config", self.plan.base_record())
         self.study.set_user_attr("sweep", self.plan.spec.to_record())  # the latest file: table/report settings
 
     # -- queueing -------------------------------------------------------------------------------------
@@ -263,7 +318,11 @@ class SweepStudy:
     def claim(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """The next trial for this worker (RUNNING, heartbeat recorded) and its params, or None."""
         with self.lock, expected_warnings():
-            optuna.storages.fail_stale_trials(self.study)  # re-queues trials of dead workers
+            # Re-queues trials of dead workers; but right after a storage outage every live worker's heartbeat
+            # is old too: wait until theirs have resumed before taking silence for death.
+            lag = self.spec.effective_grace_period() + 2 * self.spec.heartbeat_interval
+            if not self.storage.recently_recovered(lag):
+                optuna.storages.fail_stale_trials(self.study)
             if not self.spec.is_grid:
                 self._enqueue_siblings()
             self._fix_waiting()

@@ -1,0 +1,180 @@
+"""Bad input, table-driven: one command line per case, each must end with exit code 2 and one `error:` line
+naming the problem, before any work, with every file left as it was.
+
+The workspace holds what a user's checkout would: a copy of configs/ with test sweep files, a stored sweep
+(`results/tiny`: a real one-trial run, its study.db and run directory), an empty study.db over old run
+directories (`results/empty`), and a plain file. Every case runs in it and is compared with a snapshot
+(path, size and sha1 of every file) taken before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from sweep_support import ONE_POINT, PG_URL, free_port, tmpfs
+
+from normbench.cli import main
+from normbench.config import config_dir
+
+COMMON = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.accelerator=cpu", "out_dir={ws}/run"]
+RUN = ["data=synthetic", "data.num_train=64", "data.num_test=32", *COMMON]
+SWEEP = ["results_dir={ws}/results"]
+REFUSED = "postgresql://postgres@127.0.0.1:{port}/normbench"  # nothing listens on {port}
+NO_DB = PG_URL.rsplit("/", 1)[0] + "/normbench_no_such_database"
+
+# (case id, command line, a part of the one error line)
+CASES = [
+    # item 4: every float option rejects NaN/inf and values outside its range
+    ("lr-inf", ["run", *RUN, "optim.lr=inf"], "optim.lr must be a finite number, got inf"),
+    ("lr-nan", ["run", *RUN, "optim.lr=nan"], "optim.lr must be a finite number, got nan"),
+    ("lr-zero", ["run", *RUN, "optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    ("momentum-nan", ["run", *RUN, "optim.momentum=nan"], "optim.momentum must be a finite number, got nan"),
+    ("momentum-5", ["run", *RUN, "optim.momentum=5"], "optim.momentum must be in [0, 1), got 5.0"),
+    ("momentum-1", ["run", *RUN, "optim.momentum=1"], "optim.momentum must be in [0, 1), got 1.0"),
+    ("weight-decay-inf", ["run", *RUN, "optim.weight_decay=inf"], "optim.weight_decay must be a finite number"),
+    ("weight-decay-neg", ["run", *RUN, "optim.weight_decay=-0.1"], "optim.weight_decay must be >= 0, got -0.1"),
+    ("norm-momentum-inf", ["run", *RUN, "norm.momentum=inf"], "norm.momentum must be a finite number, got inf"),
+    ("norm-eps-nan", ["run", *RUN, "norm.eps=nan"], "norm.eps must be a finite number, got nan"),
+    ("norm-eps-neg", ["run", *RUN, "norm.eps=-1"], "eps must be > 0, got -1.0"),
+    ("val-fraction-inf", ["run", *RUN, "data.val_fraction=-inf"], "data.val_fraction must be a finite number"),
+    ("val-fraction-1", ["run", *RUN, "data.val_fraction=1.0"], "data.val_fraction must be in [0, 1), got 1.0"),
+    ("clip-neg", ["run", *RUN, "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be > 0 or null"),
+    ("noise-nan", ["run", *RUN, "data.noise=nan"], "data.noise must be a finite number, got nan"),
+    ("noise-neg", ["run", *RUN, "data.noise=-1"], "noise must be >= 0, got -1.0"),
+    # item 8: user errors get one line, before any work
+    ("seed-negative", ["run", *RUN, "seed=-1"], "seed must be in [0, 4294967295] (numpy's seed range), got -1"),
+    ("seed-2^32", ["run", *RUN, "seed=4294967296"], "seed must be in [0, 4294967295] (numpy's seed range), got"),
+    ("out-dir-file", ["run", *RUN, "out_dir={ws}/afile"], "out_dir={ws}/afile is an existing file, not a directory"),
+    ("out-dir-under-file", ["run", *RUN, "out_dir={ws}/afile/run"], "afile is a file, so no directory can be made"),
+    ("out-dir-read-only", ["run", *RUN, "out_dir={ro}/run"], "is on a read-only file system"),
+    ("strategy-bogus", ["run", *RUN, "trainer.strategy=bogus"], "trainer.strategy 'bogus' is unknown; accepted: auto"),
+    ("threads-0", ["run", *RUN, "trainer.threads=0"], "trainer.threads must be >= 1, got 0"),
+    ("num-classes-1", ["run", *RUN, "data.num_classes=1"], "num_classes must be >= 2 (a classifier needs two"),
+    ("image-size-huge", ["run", *RUN, "data.image_size=100000"], "image_size must be <= 512, got 100000"),
+    ("synthetic-too-big", ["run", *RUN, "data.num_train=1000000", "data.image_size=64"], "exceeds the limit of"),
+    ("sweep-file-list", ["run", "sweep=listy", *SWEEP], "listy.yaml must hold a mapping of settings"),
+    ("table-columns-5", ["table", "sweep=tiny", *SWEEP, "table.columns=5"], "table.columns must be a list of"),
+    ("table-column-bare-number", ["table", "sweep=tiny", *SWEEP, "table.columns=[5]"],
+     "table.columns entries are metric names or mappings with a 'key'; got 5"),
+    ("table-column-no-key", ["table", "sweep=tiny", *SWEEP, "table.columns=[{label: x}]"], "with a 'key'"),
+    ("table-column-scale-text", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, scale: abc}]"],
+     "scale must be a finite, non-zero number"),
+    ("table-column-digits", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, digits: -1}]"],
+     "digits must be an integer in [0, 12]"),
+    ("table-column-better", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, better: up}]"],
+     "better must be max, min, absmin or null"),
+    ("table-column-field", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, colour: red}]"],
+     "unknown field(s) colour"),
+    ("sweep-storage-refused", ["run", "sweep=tiny", *SWEEP, "sweep.storage=" + REFUSED],
+     "cannot connect to storage postgresql://postgres@127.0.0.1:{port}/normbench: connection failed"),
+    ("sweep-storage-no-database", ["run", "sweep=tiny", *SWEEP, "sweep.storage=" + NO_DB],
+     'database "normbench_no_such_database" does not exist'),
+    ("table-storage-refused", ["table", "sweep=tiny", *SWEEP, "sweep.storage=" + REFUSED], "cannot open storage"),
+    # items 1 and 2: a resume whose numbers would differ is refused, naming the setting, old and new values
+    ("resume-lr-scaling", ["run", "sweep=tiny", *SWEEP, "sweep.lr_scaling={base_batch_size: 64}"],
+     "was run with sweep.lr_scaling None, this run has {'base_batch_size': 64}"),
+    ("resume-threads", ["run", "sweep=tiny", *SWEEP, "trainer.threads=2"], "(trainer.threads: 1 -> 2)"),
+    ("resume-base", ["run", "sweep=tiny", *SWEEP, "optim.lr=0.5"], "(optim.lr: 1.0 -> 0.5)"),
+    ("resume-pruner", ["run", "sweep=tiny", *SWEEP, "sweep.pruner=median"], "sweep.pruner 'none', this run has"),
+    # item 9
+    ("sqlite-dir-missing", ["run", "sweep=tiny", *SWEEP, "sweep.storage=sqlite:////nonexistent-nb/dir/x.db"],
+     "directory /nonexistent-nb/dir does not exist; create it first"),
+    ("resume-empty-db-over-trials", ["run", "sweep=empty", *SWEEP],
+     "trials holds 1 run directories but storage sqlite:///{ws}/results/empty/study.db has no study 'empty' "
+     "(the file is empty)"),
+    ("table-empty-db", ["table", "sweep=empty", *SWEEP], "empty/study.db holds no Optuna study (0 bytes)"),
+    ("plot-empty-db", ["plot", "sweep=empty", *SWEEP], "empty/study.db holds no Optuna study (0 bytes)"),
+    ("dashboard-empty-db", ["dashboard", "sweep=empty", *SWEEP], "holds no Optuna study (0 bytes)"),
+    ("table-scale-nan", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, scale: .nan}]"],
+     "scale must be a finite, non-zero number (e.g. 100 for percent); got nan"),
+    ("train-subset-too-big", ["run", *COMMON, "data.train_subset=100000"],
+     "data.train_subset=100000 must be in [1, 60000]: fashion_mnist has 60000 train samples"),
+    ("test-subset-too-big", ["run", *RUN, "data.test_subset=33"], "data.test_subset=33 must be in [1, 32]"),
+    ("synthetic-root-missing", ["run", *RUN, "data.root=/nonexistent-nb/data"],
+     "data.root=/nonexistent-nb/data does not exist (synthetic data are generated, not read"),
+]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            out[str(path.relative_to(root))] = (path.stat().st_size, hashlib.sha1(path.read_bytes()).hexdigest())
+        else:
+            out[str(path.relative_to(root))] = (-1, "dir")
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A stored one-trial sweep and the other files the cases must leave alone (built once)."""
+    ws = tmp_path_factory.mktemp("ws")
+    shutil.copytree(config_dir(), ws / "configs")
+    sweeps = ws / "configs" / "sweep"
+    (sweeps / "tiny.yaml").write_text(ONE_POINT)
+    (sweeps / "empty.yaml").write_text(ONE_POINT)
+    (sweeps / "listy.yaml").write_text("- norm: bn\n- norm: gn\n")
+    (ws / "afile").write_text("a file, not a directory\n")
+    empty = ws / "results" / "empty"
+    (empty / "trials" / "0").mkdir(parents=True)
+    (empty / "trials" / "0" / "summary.json").write_text('{"status": "ok"}\n')
+    (empty / "study.db").touch()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NORMBENCH_CONFIG_DIR", str(ws / "configs"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the stored study runs with trainer.threads=1
+        try:
+            assert main(["run", "sweep=tiny", f"results_dir={ws / 'results'}"]) == 0
+        finally:
+            torch.set_num_threads(threads)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def readonly_dir():
+    """A read-only file system (a tmpfs mounted ro; None where mounting is not allowed)."""
+    try:
+        with tmpfs("1m", readonly=True) as where:
+            yield where
+    except pytest.skip.Exception:
+        yield None
+
+
+@pytest.mark.parametrize(("case", "argv", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, argv, message, workspace, readonly_dir,
+                                                          monkeypatch, capsys):
+    if any("{ro}" in a for a in argv) and readonly_dir is None:
+        pytest.skip("needs root to mount a read-only tmpfs")
+    if "no-database" in case:
+        psycopg = pytest.importorskip("psycopg")
+        try:
+            psycopg.connect(PG_URL, connect_timeout=3).close()
+        except psycopg.OperationalError:
+            pytest.skip(f"no PostgreSQL server answers at {PG_URL}")
+    port = free_port()
+    fill = {"ws": str(workspace), "ro": str(readonly_dir), "port": str(port)}
+    argv = [a.replace("{ws}", fill["ws"]).replace("{ro}", fill["ro"]).replace("{port}", fill["port"]) for a in argv]
+    message = message.replace("{ws}", fill["ws"]).replace("{port}", fill["port"])
+    monkeypatch.setenv("NORMBENCH_CONFIG_DIR", str(workspace / "configs"))
+    monkeypatch.chdir(workspace)  # relative defaults (runs/, results/) would land here and be seen
+    before = snapshot(workspace)
+    stray = Path("/nonexistent-nb")
+    assert not stray.exists(), f"{stray} is left over from an earlier run: remove it"
+    try:
+        code = main(argv)
+    finally:
+        if stray.exists():  # what the bug did (sweep.storage in a missing directory): clean up, then fail
+            shutil.rmtree(stray)
+            pytest.fail(f"{stray} was created")
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workspace) == before
+    if readonly_dir is not None:
+        assert not any(readonly_dir.iterdir())

@@ -93,7 +93,9 @@ class SweepHome:
 
 def summary_of(trial: optuna.trial.FrozenTrial) -> dict:
     """The run record (summary.json) a trial stores in the study."""
-    return trial.user_attrs["summary"]
+    from normbench.sweep.records import stored_summary
+
+    return stored_summary(trial.user_attrs)
 
 
 def wait_for_running(home: SweepHome, name: str, proc: subprocess.Popen, timeout: float = 120) -> int:

@@ -70,7 +70,7 @@ CASES = [
     ("table-column-field", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: test_acc, colour: red}]"],
      "unknown field(s) colour"),
     ("sweep-storage-refused", ["run", "sweep=tiny", *SWEEP, "sweep.storage=" + REFUSED],
-     "cannot connect to storage postgresql://postgres@127.0.0.1:{port}/normbench: connection failed"),
+     "cannot open storage postgresql://postgres@127.0.0.1:{port}/normbench: connection failed"),
     ("sweep-storage-no-database", ["run", "sweep=tiny", *SWEEP, "sweep.storage=" + NO_DB],
      'database "normbench_no_such_database" does not exist'),
     ("table-storage-refused", ["table", "sweep=tiny", *SWEEP, "sweep.storage=" + REFUSED], "cannot open storage"),

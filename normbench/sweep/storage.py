@@ -126,7 +126,7 @@ def check_storage(url: str, sweep: str, explicit: bool, trials_dir: Path) -> Non
         raise
     except Exception as e:  # noqa: BLE001 - driver/connection errors come in many classes
         cause = getattr(e, "orig", None) or e  # the driver's own words, without SQLAlchemy's wrapping
-        raise ConfigError(f"sweep {sweep}: cannot connect to storage {shown}: {first_line(cause)}") from None
+        raise ConfigError(f"sweep {sweep}: cannot open storage {shown}: {first_line(cause)}") from None
     if not exists and trials_dir.is_dir() and any(trials_dir.iterdir()):
         n = sum(1 for _ in trials_dir.iterdir())
         empty = " (the file is empty)" if path is not None and path.is_file() and path.stat().st_size == 0 else ""

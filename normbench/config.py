@@ -22,16 +22,20 @@ as the command line: the Python API and the CLI give the same run for the same s
 
 from __future__ import annotations
 
-import os
+import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from normbench import norms
+from normbench.data import DATASETS
 from normbench.errors import ConfigError
+from normbench.models import MODELS
+from normbench.paths import config_dir, group_choices
 from normbench.registry import Registry, coerce
+from normbench.run_facts import norm_batch_size
 
 
 @dataclass
@@ -123,59 +127,27 @@ class Section:
     group: bool = True  # chosen with `<section>=<file>` from configs/<section>/
 
 
-SECTIONS: dict[str, Section] = {}
-
-
-def register_section(name: str, schema: type, registry: Registry | None = None, group: bool = True) -> None:
-    """Adds a top-level config section (later features, e.g. calibration, register theirs)."""
-    SECTIONS[name] = Section(schema, registry, group)
-
-
-def _register_core_sections() -> None:
-    from normbench.data import DATASETS
-    from normbench.models import MODELS
-    from normbench.norms import NORMS
-
-    register_section("model", ModelSchema, MODELS)
-    register_section("norm", NormSchema, NORMS)
-    register_section("data", DataSchema, DATASETS)
-    register_section("optim", OptimSchema)
-    register_section("trainer", TrainerSchema)
-    register_section("logger", LoggerSchema)
-    register_section("calib", CalibSchema)
-
-
-_register_core_sections()
+# The run config's sections, in order; `model`, `norm` and `data` also take the options their registry
+# entry declares. Each is chosen as a file of configs/<section>/ (`norm=gn`).
+SECTIONS: dict[str, Section] = {
+    "model": Section(ModelSchema, MODELS),
+    "norm": Section(NormSchema, norms.NORMS),
+    "data": Section(DataSchema, DATASETS),
+    "optim": Section(OptimSchema),
+    "trainer": Section(TrainerSchema),
+    "logger": Section(LoggerSchema),
+    "calib": Section(CalibSchema),
+}
 
 # Groups that select a whole preset rather than a section's values.
 PRESET_GROUPS = ("experiment",)
-
-
-def config_dir() -> Path:
-    """configs/ of the installed package (wheel) or of the source checkout (editable install)."""
-    env = os.environ.get("NORMBENCH_CONFIG_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here / "configs", here.parent / "configs"):
-        if (cand / "config.yaml").is_file():
-            return cand
-    raise ConfigError(f"normbench configs not found next to {here}")  # pragma: no cover
-
-
-def group_choices(group: str) -> list[str]:
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def _groups() -> list[str]:
-    return [*[n for n, s in SECTIONS.items() if s.group], *PRESET_GROUPS, *EXTRA_GROUPS]
-
-
-EXTRA_GROUPS: list[str] = ["sweep"]  # groups owned by later features (e.g. sweep)
 # Groups that select what the command runs rather than part of one run's config (sweep=NAME: a sweep
 # of many runs, see normbench.sweep); the CLI hands them to their runner before composing.
 RUNNER_GROUPS = ("sweep",)
+
+
+def _groups() -> list[str]:
+    return [*[n for n, s in SECTIONS.items() if s.group], *PRESET_GROUPS, *RUNNER_GROUPS]
 
 
 def check_group_choice(group: str, value: object) -> str:
@@ -313,12 +285,13 @@ def _check_fields(values: dict[str, Any], schema: type, where: str, extra: dict 
                   extra_what: str = "") -> dict[str, Any]:
     """Types-checks `values` against dataclass `schema` (+ registry options `extra`); fills defaults."""
     known = {f.name: f for f in fields(schema)}
+    hints = typing.get_type_hints(schema)  # the annotations are postponed (strings) in this module
     out: dict[str, Any] = {}
     extra = extra or {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
         if key in known:
-            out[key] = _coerce(value, known[key].type, path)
+            out[key] = _coerce(value, hints[key], path)
         elif key in extra:
             out[key] = _coerce(value, extra[key].type, path)
         else:
@@ -336,8 +309,6 @@ def _check_fields(values: dict[str, Any], schema: type, where: str, extra: dict 
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
-    if isinstance(tp, str):  # postponed annotations on the schema dataclasses
-        tp = eval(tp, globals())  # noqa: S307 - our own annotations only
     try:
         return coerce(value, tp, path)
     except ValueError as e:
@@ -377,8 +348,6 @@ MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything en
 
 def check_semantics(cfg: dict[str, Any]) -> None:
     """Cross-field checks that need no data: ranges, batch sizes vs. batch-statistics norms, devices."""
-    from normbench.norms import NORMS
-
     data, trainer, optim = cfg["data"], cfg["trainer"], cfg["optim"]
     if not 0 <= cfg["seed"] <= MAX_SEED:
         raise ConfigError(f"seed must be in [0, {MAX_SEED}] (numpy's seed range), got {cfg['seed']}")
@@ -399,19 +368,16 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"trainer.gradient_clip_val must be > 0 or null, got {trainer['gradient_clip_val']}")
     check_strategy(trainer["strategy"])
     check_data(data)
-    norm_entry = NORMS.get(cfg["norm"]["name"])
-    norm_opts = {k: v for k, v in cfg["norm"].items() if k != "name"}
-    try:
-        norm_entry.fn(8, **norm_opts)  # option value checks (momentum range, eps, ...) before any work
+    norm_entry = norms.get(cfg["norm"]["name"])
+    try:  # value checks (momentum range, eps, ...); channel-dependent ones are made per layer in build_model
+        norms.check_options(norm_entry.name, {k: v for k, v in cfg["norm"].items() if k != "name"})
     except ValueError as e:
-        msg = str(e)
-        if "does not divide" not in msg:  # channel-dependent checks are made per layer in build_model
-            raise ConfigError(msg) from None
+        raise ConfigError(str(e)) from None
     if trainer["emulate_devices"] > 1 and cfg["norm"].get("accumulation_aware"):
         raise ConfigError("norm.accumulation_aware=true cannot be combined with trainer.emulate_devices > 1; "
                           "use one of them")
     if norm_entry.meta.get("batch_stats") and norm_batch_size(cfg) < 2:
-        batch_free = [n for n in NORMS.names() if not NORMS.get(n).meta.get("batch_stats")]
+        batch_free = [n for n in norms.available() if not norms.get(n).meta.get("batch_stats")]
         raise ConfigError(
             f"norm={norm_entry.name} normalizes with batch statistics but each call would see "
             f"{norm_batch_size(cfg)} sample (data.batch_size={data['batch_size']}); use a batch size >= 2 "
@@ -449,8 +415,6 @@ def check_strategy(strategy: str) -> None:
 
 def check_data(data: dict[str, Any]) -> None:
     """The data section's ranges, the dataset's own option checks and subsets vs. the dataset's size."""
-    from normbench.data import DATASETS
-
     if not 0.0 <= data["val_fraction"] < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']}")
     entry = DATASETS.get(data["name"])
@@ -475,37 +439,6 @@ def check_calib(calib: dict[str, Any]) -> None:
     for key, minimum in (("samples", 2), ("every_n_epochs", 1), ("ece_bins", 1)):
         if calib[key] < minimum:
             raise ConfigError(f"calib.{key} must be >= {minimum}, got {calib[key]}")
-
-
-def norm_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
-    """Samples each norm call sees in training: the per-device micro-batch (or the norm's own sub-batch)."""
-    from normbench.norms import NORMS
-
-    entry = NORMS.get(cfg["norm"]["name"])
-    per_call = entry.meta.get("norm_batch_size")  # e.g. ghost BN: fn(cfg) -> its virtual batch
-    if per_call is not None:
-        return int(per_call(cfg))
-    return int(cfg["data"]["batch_size"])
-
-
-def step_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
-    """Samples in one training forward pass of one process: data.batch_size per emulated device."""
-    return int(cfg["data"]["batch_size"]) * int(cfg["trainer"].get("emulate_devices", 1))
-
-
-def effective_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
-    """Samples behind one optimizer step: batch x accumulation x devices x emulated devices."""
-    t = cfg["trainer"]
-    return step_batch_size(cfg) * int(t["accumulate_grad_batches"]) * int(t["devices"])
-
-
-def per_device_norms(cfg: dict[str, Any] | DictConfig) -> bool:
-    """Whether the run's norm layers normalize per emulated device (batch-statistics norms that do not sync)."""
-    from normbench.norms import NORMS
-
-    entry = NORMS.get(cfg["norm"]["name"])
-    return (int(cfg["trainer"].get("emulate_devices", 1)) > 1 and bool(entry.meta.get("batch_stats"))
-            and not entry.meta.get("syncs_devices"))
 
 
 def resolve_accelerator(accelerator: str) -> str:

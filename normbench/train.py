@@ -17,17 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from normbench.config import (
-    DataSchema,
-    effective_batch_size,
-    from_mapping,
-    norm_batch_size,
-    options_of,
-    per_device_norms,
-    resolve_accelerator,
-    step_batch_size,
-    to_dict,
-)
+from normbench.config import DataSchema, from_mapping, options_of, resolve_accelerator, to_dict
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
@@ -35,10 +25,16 @@ from normbench.lit.accumulation import accumulation_callbacks
 from normbench.lit.calibration import calibration_callbacks, failure_reason
 from normbench.models import build_model
 from normbench.norms import NORMS, norm_factory
-from normbench.norms.momentum import running_stats_fields
 from normbench.norms.per_device import per_device
-from normbench.norms.sync import use_torch_sync_batchnorm
 from normbench.records import check_output_dir, git_info, machine, versions, write_json_atomic
+from normbench.run_facts import (
+    effective_batch_size,
+    norm_batch_size,
+    per_device_norms,
+    running_stats_fields,
+    step_batch_size,
+    use_torch_sync_batchnorm,
+)
 
 SUMMARY_FILE = "summary.json"
 

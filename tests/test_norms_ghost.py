@@ -7,9 +7,10 @@ import torch
 from conftest import assert_same_as_reference
 from torch import nn
 
-from normbench.config import load_config, norm_batch_size
+from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.norms import build_norm
+from normbench.run_facts import norm_batch_size
 
 
 def _bn_like(shape, **opts):

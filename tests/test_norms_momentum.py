@@ -6,7 +6,8 @@ import torch
 from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.norms import available, build_norm, get
-from normbench.norms.momentum import keras_to_torch, resolve_momentum, running_stats_fields
+from normbench.norms.options import keras_to_torch, resolve_momentum
+from normbench.run_facts import running_stats_fields
 from normbench.train import train
 
 MOMENTUM_NORMS = [n for n in available() if "momentum" in get(n).options]

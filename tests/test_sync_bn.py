@@ -18,7 +18,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from normbench.norms import build_norm
-from normbench.norms.sync import SyncBatchNorm, all_reduce_sum, process_group_size, use_torch_sync_batchnorm
+from normbench.norms.sync import SyncBatchNorm, all_reduce_sum, process_group_size
+from normbench.run_facts import use_torch_sync_batchnorm
 
 WORLD = 2
 # (per-rank sample counts, per-sample shape (C, ...), options): uneven splits, 2D and 4D, EMA and cumulative

@@ -285,7 +285,7 @@ def calibration_callbacks(cfg: Any, data: InMemoryData, evaluator: Any, out_dir:
     c = cfg.calib
     if not c.enabled:
         return []
-    from normbench.config import norm_batch_size, step_batch_size
+    from normbench.run_facts import norm_batch_size, step_batch_size
 
     return [CalibrationMonitor(data, step_batch_size(cfg), norm_batch_size=norm_batch_size(cfg),
                                samples=c.samples, every_n_epochs=c.every_n_epochs,

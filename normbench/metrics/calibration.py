@@ -82,9 +82,9 @@ def running_stat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _per_instance(module: nn.Module) -> bool:
-    from normbench.norms.group import InstanceNorm
-
-    return isinstance(module, (InstanceNorm, nn.modules.instancenorm._InstanceNorm))
+    """Statistics per sample and channel: torch's InstanceNorm, or a layer that says so (`per_instance_stats`)."""
+    return bool(getattr(module, "per_instance_stats", False)) or isinstance(module,
+                                                                             nn.modules.instancenorm._InstanceNorm)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from normbench.norms import NORMS, norm_factory
 from normbench.models import lenet as _lenet  # noqa: E402,F401  isort: skip
 from normbench.models import resnet as _resnet  # noqa: E402,F401  isort: skip
 
-__all__ = ["MODELS", "available", "build_model", "get", "norm_sites", "register_model"]
+__all__ = ["MODELS", "available", "build_model", "get", "register_model"]
 
 
 def available() -> list[str]:
@@ -46,7 +46,7 @@ def build_model(
     a layer's channels) names the layer. Norm layers keep their own initialization (weight 1, bias 0
     where they have them). A norm whose registry entry has a `conv_transform` (gn_ws: weight
     standardization) then gets it applied to every nn.Conv2d; the model's `init_after_norms` hook
-    (zero_init_residual) runs last.
+    (zero_init_residual) runs last. The model's `norm_sites` lists the sites' submodule names.
     """
     entry = MODELS.get(name)
     factory = norm_factory(norm, **(norm_options or {})) if isinstance(norm, str) else norm
@@ -84,13 +84,3 @@ def apply_conv_transform(model: nn.Module, factory: Callable[[int], nn.Module]) 
     for site, conv in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]:
         model.set_submodule(site, transform(conv, options))
 
-
-def norm_sites_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The (name, module) pairs at the model's normalization sites."""
-    sites = getattr(model, "norm_sites", None)
-    if sites is None:
-        raise ValueError("model was not built by normbench.models.build_model")
-    return [(s, model.get_submodule(s)) for s in sites]
-
-
-norm_sites = norm_sites_of

@@ -100,7 +100,7 @@ def resnet18(norm, num_classes: int, in_channels: int, image_size: int,
                   zero_init_residual=zero_init_residual)
 
 
-@register_model("resnet18_imagenet", min_image_size=64)
+@register_model("resnet18_imagenet")
 def resnet18_imagenet(norm, num_classes: int, in_channels: int, image_size: int,
                       zero_init_residual: bool = False) -> nn.Module:
     """ResNet-18 with torchvision's ImageNet stem (7x7 stride-2 conv + 3x3 max-pool)."""

@@ -1,32 +1,31 @@
-"""Pluggable normalization layers behind one registry.
+"""Pluggable normalization layers behind one registry: a library that knows nothing of a run's config.
 
 Public API:
     build_norm(name, num_channels, **options) -> nn.Module
     norm_factory(name, **options) -> callable(num_channels) -> nn.Module
+    check_options(name, options) -> options as the layer takes them (ValueError for a bad one)
+    norm_batch_size(name, options, layout) -> samples each call normalizes together
+    samples_per_update(name, options, layout) -> samples behind one running-statistics update
     available() -> list of registered names
     get(name) -> registry entry (options schema and metadata)
 
-Every norm accepts (N, C, H, W) and (N, C) inputs. Metadata on each entry:
-    batch_stats: the layer normalizes with statistics over the batch (needs > 1 sample per call).
-    running_stats: the layer keeps running statistics that it updates in training and uses in eval.
-    norm_batch_size: fn(cfg) -> samples per norm call when that is not data.batch_size (ghost_bn: its
-        ghost batch; sync_bn: the batch of all ranks); may raise ConfigError for an unusable config.
-    samples_per_update: fn(cfg) -> samples behind one running-statistics update when that is not
-        norm_batch_size (ghost_bn: the whole batch); used for the EMA horizon (norms/momentum.py).
-    conv_transform: fn(conv, norm_options) -> module that build_model applies to every nn.Conv2d of the
-        model (gn_ws: weight standardization).
-
-Norms with a `momentum` option (PyTorch convention) also take `keras_momentum` (1 - momentum).
+Every norm accepts (N, C, H, W) and (N, C) inputs. What an entry declares about itself (batch statistics,
+its own option checks, its norm batch size for a `BatchLayout` of plain numbers, ...): see
+`normbench.norms.registry.register_norm`. Options are checked before a factory runs: their types (the
+factory's signature), the shared checks of `normbench.norms.options` and the entry's own `check`; a factory
+gets `momentum` in PyTorch's convention, so norms with a `momentum` option also take `keras_momentum`
+(1 - momentum), folded in before the factory sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
-from normbench.norms.registry import NORMS, register_norm
+from normbench.norms.options import check_shared
+from normbench.norms.registry import NORMS, BatchLayout, register_norm
 
 # Importing the family modules fills the registry (in this order: `list` and tests show it).
 from normbench.norms import batch as _batch  # noqa: E402,F401  isort: skip
@@ -41,7 +40,8 @@ from normbench.norms import frn as _frn  # noqa: E402,F401  isort: skip
 from normbench.norms import evonorm as _evonorm  # noqa: E402,F401  isort: skip
 from normbench.norms import identity as _identity  # noqa: E402,F401  isort: skip
 
-__all__ = ["NORMS", "available", "build_norm", "get", "norm_factory", "register_norm"]
+__all__ = ["NORMS", "BatchLayout", "available", "build_norm", "check_options", "get", "norm_batch_size",
+           "norm_factory", "register_norm", "samples_per_update"]
 
 
 def available() -> list[str]:
@@ -54,20 +54,69 @@ def get(name: str):
     return NORMS.get(name)
 
 
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` of norm `name` checked without building a layer; returns them as the factory takes them.
+
+    Checks the types (the factory's signature), the entry's own `check` and the shared checks (eps,
+    momentum in either convention). What depends on the channel count (e.g. GroupNorm's groups) is checked
+    when a layer is built.
+
+    Raises:
+        ValueError: an unknown name or option, or a bad value; the message names the norm and the option.
+    """
+    entry = NORMS.get(name)
+    given = entry.validate_options(options)
+    own = entry.meta.get("check")
+    if own is not None:
+        own({**entry.defaults(), **given})
+    return check_shared(entry.name, given, entry.defaults())
+
+
 def build_norm(name: str, num_channels: int, **options: Any) -> nn.Module:
     """Builds norm `name` for `num_channels` channels; bad names or options raise ValueError."""
-    entry = NORMS.get(name)
-    return entry.fn(int(num_channels), **entry.validate_options(options))
+    return NORMS.get(name).fn(int(num_channels), **check_options(name, options))
 
 
 def norm_factory(name: str, **options: Any) -> Callable[[int], nn.Module]:
-    """A `(num_channels) -> nn.Module` factory with the options bound (validated now, not per layer)."""
+    """A `(num_channels) -> nn.Module` factory with the options bound (checked now, not per layer).
+
+    The factory carries `norm_name` and `options` (as given, after the type checks): model code reads them,
+    e.g. for the entry's `conv_transform`.
+    """
     entry = NORMS.get(name)
-    opts = entry.validate_options(options)
+    given = entry.validate_options(options)
+    opts = check_options(name, given)
 
     def factory(num_channels: int) -> nn.Module:
         return entry.fn(int(num_channels), **opts)
 
     factory.norm_name = entry.name  # type: ignore[attr-defined]
-    factory.options = dict(opts)  # type: ignore[attr-defined]
+    factory.options = dict(given)  # type: ignore[attr-defined]
     return factory
+
+
+def norm_batch_size(name: str, options: Mapping[str, Any], layout: BatchLayout) -> int:
+    """Samples each call of norm `name` normalizes together in training, for `layout`.
+
+    `layout.batch_size` unless the entry declares otherwise (ghost_bn: its ghost batch; sync_bn: the batch of
+    every device).
+
+    Raises:
+        ValueError: the norm cannot work with `layout` (e.g. a ghost batch size that does not divide the batch).
+    """
+    entry = NORMS.get(name)
+    hook = entry.meta.get("norm_batch_size")
+    return int(hook({**entry.defaults(), **options}, layout)) if hook is not None else layout.batch_size
+
+
+def samples_per_update(name: str, options: Mapping[str, Any], layout: BatchLayout) -> int:
+    """Samples behind one running-statistics update of norm `name` (the unit of its EMA horizon).
+
+    The norm batch size unless the entry declares otherwise (ghost_bn: the whole batch, its ghost batches
+    averaged; bn with accumulation_aware: the micro-batches of an optimizer step).
+    """
+    entry = NORMS.get(name)
+    hook = entry.meta.get("samples_per_update")
+    if hook is not None:
+        return int(hook({**entry.defaults(), **options}, layout))
+    return norm_batch_size(name, options, layout)

@@ -9,7 +9,7 @@ accumulated, pools the micro-batch statistics of a step and updates the running 
 from the pooled mean and unbiased variance of all k*b samples. With fixed weights its running
 statistics then equal those of plain BatchNorm fed the k*b samples as one batch.
 
-Protocol (duck-typed, see `normbench.lit.accumulation.AccumulationBoundary`): setting
+Protocol (duck-typed, see `normbench.training.accumulation.AccumulationBoundary`): setting
 `defer_running_stats = True` starts pooling; `commit_running_stats()` applies the pooled update at
 an optimizer-step boundary. Without a controller (`defer_running_stats` False, the default) the layer
 is plain BatchNorm, so a model used outside normbench's trainer never silently stops updating.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from normbench.norms.batch import BatchNorm
+from normbench.norms.base import BatchNorm, ema_update_, update_factor
 
 
 class MomentAccumulator:
@@ -84,10 +84,9 @@ class AccumulationAwareBatchNorm(BatchNorm):
         self._pending = MomentAccumulator()
         n = pooled.count
         unbiased = pooled.var * (n / (n - 1))
-        self.num_batches_tracked.add_(1)
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.mul_(1 - m).add_(pooled.mean.to(self.running_mean.dtype), alpha=m)
-        self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        m = update_factor(self)
+        ema_update_(self.running_mean, pooled.mean, m)
+        ema_update_(self.running_var, unbiased, m)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", accumulation_aware=True"

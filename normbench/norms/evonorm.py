@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench.norms.batch import check_eps, check_momentum
-from normbench.norms.group import resolve_groups
-from normbench.norms.momentum import resolve_momentum
+from normbench.norms.base import ema_update_, update_factor
+from normbench.norms.group import check_group_options, resolve_groups
 from normbench.norms.registry import register_norm
 
 
@@ -71,9 +70,7 @@ class EvoNormB0(nn.Module):
                 raise ValueError(f"Expected more than 1 value per channel when training, got {tuple(x.shape)}")
             var = x.var(dim=[0, *range(2, x.dim())], unbiased=False)
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+                ema_update_(self.running_var, var * (n / (n - 1)), update_factor(self))
         else:
             var = self.running_var
         left = torch.sqrt(var + self.eps).reshape(shape)
@@ -111,7 +108,7 @@ class EvoNormS0(nn.Module):
         return f"{self.num_features}, groups={self.groups}, eps={self.eps}"
 
 
-@register_norm("evonorm_b0", aliases=("evonormb0", "evo_b0"), batch_stats=True, running_stats=True)
+@register_norm("evonorm_b0", aliases=("evonormb0", "evo_b0"), batch_stats=True)
 def evonorm_b0(
     num_channels: int,
     momentum: float | None = 0.1,
@@ -119,13 +116,10 @@ def evonorm_b0(
     eps: float = 1e-5,
 ) -> nn.Module:
     """EvoNorm-B0 (Liu et al. 2020): batch-dependent, with a running variance for eval."""
-    momentum = resolve_momentum("evonorm_b0", momentum, keras_momentum)
-    check_momentum("evonorm_b0", momentum)
-    check_eps("evonorm_b0", eps)
     return EvoNormB0(num_channels, eps=eps, momentum=momentum)
 
 
-@register_norm("evonorm_s0", aliases=("evonorms0", "evo_s0"))
+@register_norm("evonorm_s0", aliases=("evonorms0", "evo_s0"), check=check_group_options("evonorm_s0"))
 def evonorm_s0(
     num_channels: int,
     groups: int | None = None,
@@ -133,5 +127,4 @@ def evonorm_s0(
     eps: float = 1e-5,
 ) -> nn.Module:
     """EvoNorm-S0 (Liu et al. 2020): batch-independent; groups as for `gn` (default: largest divisor <= 32)."""
-    check_eps("evonorm_s0", eps)
     return EvoNormS0(num_channels, resolve_groups("evonorm_s0", num_channels, groups, channels_per_group), eps=eps)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench.norms.batch import check_eps
 from normbench.norms.registry import register_norm
 
 
@@ -60,5 +59,4 @@ class FilterResponseNorm(nn.Module):
 def filter_response_norm(num_channels: int, eps: float = 1e-6, learnable_eps: bool = False,
                          tlu: bool = True) -> nn.Module:
     """Filter Response Normalization with its TLU activation (Singh & Krishnan 2019)."""
-    check_eps("frn", eps)
     return FilterResponseNorm(num_channels, eps=eps, learnable_eps=learnable_eps, tlu=tlu)

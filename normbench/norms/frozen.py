@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench.norms.batch import check_eps
 from normbench.norms.registry import register_norm
 
 
@@ -63,5 +62,4 @@ class FrozenBatchNorm(nn.Module):
 @register_norm("frozen_bn", aliases=("frozenbn", "frozen_batch_norm", "frozenbatchnorm"))
 def frozen_batch_norm(num_channels: int, eps: float = 1e-5) -> nn.Module:
     """BatchNorm with fixed statistics and affine (buffers; identity until loaded from a trained BN)."""
-    check_eps("frozen_bn", eps)
     return FrozenBatchNorm(num_channels, eps=eps)

@@ -18,11 +18,9 @@ from typing import Any
 
 import torch
 
-from normbench.errors import ConfigError
-from normbench.norms.batch import BatchNorm, check_eps, check_momentum
-from normbench.norms.momentum import resolve_momentum
+from normbench.norms.base import BatchNorm
 from normbench.norms.per_device import ghost_batch_norm_forward
-from normbench.norms.registry import register_norm
+from normbench.norms.registry import BatchLayout, register_norm
 
 
 class GhostBatchNorm(BatchNorm):
@@ -46,29 +44,37 @@ class GhostBatchNorm(BatchNorm):
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
 
 
-def ghost_batch_size_of(cfg: Any) -> int:
-    """The ghost batch size of a run config, checked against `data.batch_size` (ConfigError if unusable).
+def check_ghost_options(options: dict[str, Any]) -> None:
+    if options["ghost_batch_size"] < 1:
+        raise ValueError(f"norm 'ghost_bn': ghost_batch_size must be >= 1, got {options['ghost_batch_size']}")
 
-    Registered as the entry's `norm_batch_size`, so config validation calls it before any work.
+
+def ghost_norm_batch_size(options: dict[str, Any], layout: BatchLayout) -> int:
+    """Samples each call normalizes together: the ghost batch size, checked against the batch it splits.
+
+    Raises:
+        ValueError: the ghost batch size does not divide the batch, or a trailing partial batch would come.
     """
-    g, bs = int(cfg["norm"]["ghost_batch_size"]), int(cfg["data"]["batch_size"])
+    g, bs = int(options["ghost_batch_size"]), layout.batch_size
     if g >= bs:  # the whole batch is one ghost batch: plain BatchNorm
         return bs
     if bs % g:
-        raise ConfigError(f"norm 'ghost_bn': ghost_batch_size={g} does not divide data.batch_size={bs}")
-    if g < bs and not cfg["data"]["drop_last"]:
-        raise ConfigError(f"norm 'ghost_bn' with ghost_batch_size={g} < data.batch_size={bs} needs "
-                          "data.drop_last=true (the last partial batch would not split into ghost batches)")
+        raise ValueError(f"norm 'ghost_bn': ghost_batch_size={g} does not divide {layout.name('batch_size')}={bs}")
+    if not layout.drop_last:
+        raise ValueError(f"norm 'ghost_bn' with ghost_batch_size={g} < {layout.name('batch_size')}={bs} needs "
+                         f"{layout.name('drop_last')}=true (the last partial batch would not split into ghost "
+                         "batches)")
     return g
 
 
-def batch_size_of(cfg: Any) -> int:
+def ghost_samples_per_update(options: dict[str, Any], layout: BatchLayout) -> int:
     """Samples behind one running-statistics update: the whole micro-batch (its ghost batches averaged)."""
-    return int(cfg["data"]["batch_size"])
+    return layout.batch_size
 
 
-@register_norm("ghost_bn", aliases=("ghostbn", "ghost_batch_norm", "gbn"), batch_stats=True, running_stats=True,
-               norm_batch_size=ghost_batch_size_of, samples_per_update=batch_size_of)
+@register_norm("ghost_bn", aliases=("ghostbn", "ghost_batch_norm", "gbn"), batch_stats=True,
+               check=check_ghost_options, norm_batch_size=ghost_norm_batch_size,
+               samples_per_update=ghost_samples_per_update)
 def ghost_batch_norm(
     num_channels: int,
     ghost_batch_size: int = 32,
@@ -79,10 +85,5 @@ def ghost_batch_norm(
     track_running_stats: bool = True,
 ) -> BatchNorm:
     """BatchNorm over ghost batches of `ghost_batch_size` samples (Hoffer et al. 2017)."""
-    if ghost_batch_size < 1:
-        raise ValueError(f"norm 'ghost_bn': ghost_batch_size must be >= 1, got {ghost_batch_size}")
-    momentum = resolve_momentum("ghost_bn", momentum, keras_momentum)
-    check_momentum("ghost_bn", momentum)
-    check_eps("ghost_bn", eps)
     return GhostBatchNorm(num_channels, ghost_batch_size, eps=eps, momentum=momentum, affine=affine,
                           track_running_stats=track_running_stats)

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normbench.norms.batch import check_eps, check_momentum
-from normbench.norms.momentum import resolve_momentum
+from normbench.norms.base import RunningStatsNorm, update_factor
 from normbench.norms.registry import register_norm
 
 
@@ -30,10 +29,19 @@ def default_groups(num_channels: int, max_groups: int = 32) -> int:
     return max(g for g in range(1, min(num_channels // 2, max_groups) + 1) if num_channels % g == 0)
 
 
+def check_group_options(norm: str):
+    """The `check` of a norm with `groups`/`channels_per_group` options: at most one of them is given."""
+
+    def check(options: dict) -> None:
+        if options.get("groups") is not None and options.get("channels_per_group") is not None:
+            raise ValueError(f"norm '{norm}': give groups or channels_per_group, not both")
+
+    return check
+
+
 def resolve_groups(norm: str, num_channels: int, groups: int | None, channels_per_group: int | None) -> int:
     """The group count from `groups` or `channels_per_group` (default: `default_groups`); ValueError if unusable."""
-    if groups is not None and channels_per_group is not None:
-        raise ValueError(f"norm '{norm}': give groups or channels_per_group, not both")
+    check_group_options(norm)({"groups": groups, "channels_per_group": channels_per_group})
     if channels_per_group is not None:
         if channels_per_group < 1 or num_channels % channels_per_group:
             raise ValueError(f"norm '{norm}': channels_per_group={channels_per_group} does not divide "
@@ -46,7 +54,7 @@ def resolve_groups(norm: str, num_channels: int, groups: int | None, channels_pe
     return groups
 
 
-@register_norm("gn", aliases=("groupnorm", "group_norm"))
+@register_norm("gn", aliases=("groupnorm", "group_norm"), check=check_group_options("gn"))
 def group_norm(
     num_channels: int,
     groups: int | None = None,
@@ -55,7 +63,6 @@ def group_norm(
     affine: bool = True,
 ) -> nn.Module:
     """GroupNorm; `groups` defaults to the largest divisor of C not above 32."""
-    check_eps("gn", eps)
     return nn.GroupNorm(resolve_groups("gn", num_channels, groups, channels_per_group), num_channels, eps=eps,
                         affine=affine)
 
@@ -70,53 +77,28 @@ class LayerNorm2d(nn.GroupNorm):
 @register_norm("ln", aliases=("layernorm", "layer_norm"))
 def layer_norm(num_channels: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
     """LayerNorm over all of a sample's (C, H, W) features, per-channel affine."""
-    check_eps("ln", eps)
     return LayerNorm2d(num_channels, eps=eps, affine=affine)
 
 
-class InstanceNorm(nn.Module):
+class InstanceNorm(RunningStatsNorm):
     """InstanceNorm over (H, W) per sample and channel; on (N, C) inputs a LayerNorm (module docstring)."""
+
+    # Its buffers hold the mean over instances of per-instance statistics (for the population-statistics pass).
+    per_instance_stats = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = False):
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_parameters(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             return F.layer_norm(x, (x.shape[1],), self.weight, self.bias, self.eps)
         use_input_stats = self.training or not self.track_running_stats
-        momentum = self.momentum
+        factor = self.momentum if self.momentum is not None else 0.0
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked)
+            factor = update_factor(self)
         return F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                               use_input_stats, momentum if momentum is not None else 0.0, self.eps)
+                               use_input_stats, factor, self.eps)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, affine={self.affine}, "
@@ -133,8 +115,5 @@ def instance_norm(
     keras_momentum: float | None = None,
 ) -> nn.Module:
     """InstanceNorm (per sample and channel over H, W); LayerNorm over C on (N, C) inputs."""
-    check_eps("in", eps)
-    momentum = resolve_momentum("in", momentum, keras_momentum)
-    check_momentum("in", momentum)
     return InstanceNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
                         track_running_stats=track_running_stats)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench.norms.batch import BatchNorm
+from normbench.norms.base import BatchNorm, update_factor
 
 
 class PerDeviceNorm(nn.Module):
@@ -97,8 +97,7 @@ def ghost_batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tenso
     running_mean = running_var = None
     factor = 0.0
     if bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        factor = update_factor(bn)
         running_mean, running_var = bn.running_mean.repeat(k), bn.running_var.repeat(k)
     weight = bn.weight.repeat(k) if bn.affine else None
     bias = bn.bias.repeat(k) if bn.affine else None

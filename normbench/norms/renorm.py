@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from normbench.norms.batch import BatchNorm, check_eps, check_momentum
-from normbench.norms.momentum import resolve_momentum
+from normbench.norms.base import BatchNorm, update_factor
 from normbench.norms.registry import register_norm
 
 
@@ -67,8 +66,7 @@ class BatchRenorm(BatchNorm):
             sigma = torch.sqrt(self.running_var + self.eps)
             r = (torch.sqrt(var_b + self.eps) / sigma).clamp(1.0 / r_max, r_max)
             d = ((mean_b - self.running_mean) / sigma).clamp(-d_max, d_max)
-        self.num_batches_tracked.add_(1)
-        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        factor = update_factor(self)
         # Normalizes with the batch statistics and updates the running ones in torch's fused kernel.
         x_hat = F.batch_norm(x, self.running_mean, self.running_var, None, None, True, factor, self.eps)
         if self.affine:
@@ -82,7 +80,17 @@ class BatchRenorm(BatchNorm):
                 f"r_max_ramp_steps={self.r_max_ramp_steps}, d_max_ramp_steps={self.d_max_ramp_steps}")
 
 
-@register_norm("brn", aliases=("batch_renorm", "batchrenorm", "renorm"), batch_stats=True, running_stats=True)
+def check_renorm_options(options: dict) -> None:
+    if options["r_max"] < 1:
+        raise ValueError(f"norm 'brn': r_max must be >= 1, got {options['r_max']}")
+    if options["d_max"] < 0:
+        raise ValueError(f"norm 'brn': d_max must be >= 0, got {options['d_max']}")
+    for key in ("warmup_steps", "r_max_ramp_steps", "d_max_ramp_steps"):
+        if options[key] < 0:
+            raise ValueError(f"norm 'brn': {key} must be >= 0, got {options[key]}")
+
+
+@register_norm("brn", aliases=("batch_renorm", "batchrenorm", "renorm"), batch_stats=True, check=check_renorm_options)
 def batch_renorm(
     num_channels: int,
     r_max: float = 3.0,
@@ -96,17 +104,6 @@ def batch_renorm(
     affine: bool = True,
 ) -> BatchNorm:
     """Batch Renormalization (Ioffe 2017) with its r_max/d_max warm-up schedule."""
-    if r_max < 1:
-        raise ValueError(f"norm 'brn': r_max must be >= 1, got {r_max}")
-    if d_max < 0:
-        raise ValueError(f"norm 'brn': d_max must be >= 0, got {d_max}")
-    for key, value in (("warmup_steps", warmup_steps), ("r_max_ramp_steps", r_max_ramp_steps),
-                       ("d_max_ramp_steps", d_max_ramp_steps)):
-        if value < 0:
-            raise ValueError(f"norm 'brn': {key} must be >= 0, got {value}")
-    momentum = resolve_momentum("brn", momentum, keras_momentum)
-    check_momentum("brn", momentum)
-    check_eps("brn", eps)
     return BatchRenorm(num_channels, eps=eps, momentum=momentum, affine=affine, r_max=r_max, d_max=d_max,
                        warmup_steps=warmup_steps, r_max_ramp_steps=r_max_ramp_steps,
                        d_max_ramp_steps=d_max_ramp_steps)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench.norms.batch import check_eps
 from normbench.norms.registry import register_norm
 
 
@@ -49,5 +48,4 @@ class RMSNorm2d(nn.Module):
 @register_norm("rms", aliases=("rmsnorm", "rms_norm"))
 def rms_norm(num_channels: int, eps: float = 1e-6, affine: bool = True, bias: bool = False) -> nn.Module:
     """RMSNorm over the channels at each position; `affine` = per-channel gain, `bias` = per-channel shift."""
-    check_eps("rms", eps)
     return RMSNorm2d(num_channels, eps=eps, affine=affine, bias=bias)

@@ -16,7 +16,8 @@ reduced too). Outside a process group of more than one rank, and in eval mode, i
 BatchNorm (F.batch_norm), as nn.SyncBatchNorm is: eval mode never synchronizes.
 
 On GPUs, `train()` hands these layers to torch's nn.SyncBatchNorm (Lightning's `sync_batchnorm`, which
-converts every `_BatchNorm`; see `use_torch_sync_batchnorm`), whose fused CUDA kernels are faster.
+converts every `_BatchNorm`; see `normbench.run_facts.use_torch_sync_batchnorm`), whose fused CUDA kernels
+are faster.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from normbench.norms.batch import BatchNorm, check_eps, check_momentum
-from normbench.norms.momentum import resolve_momentum
-from normbench.norms.registry import register_norm
+from normbench.norms.base import BatchNorm, ema_update_, update_factor
+from normbench.norms.registry import BatchLayout, register_norm
 
 
 def process_group_size(group: Any = None) -> int:
@@ -104,21 +104,18 @@ class SyncBatchNorm(BatchNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
-        self.num_batches_tracked.add_(1)
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
-        self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
-        self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        m = update_factor(self)
+        ema_update_(self.running_mean, mean, m)
+        ema_update_(self.running_var, var * (count / (count - 1)), m)
 
 
-def samples_per_norm_call(cfg: Any) -> int:
+def sync_norm_batch_size(options: dict[str, Any], layout: BatchLayout) -> int:
     """Samples each sync_bn call normalizes over: the per-device batch times the (real and emulated) devices."""
-    trainer = cfg["trainer"]
-    return int(cfg["data"]["batch_size"]) * int(trainer["devices"]) * int(trainer.get("emulate_devices", 1))
+    return layout.batch_size * layout.devices * layout.emulated_devices
 
 
 @register_norm("sync_bn", aliases=("syncbn", "sync_batch_norm", "syncbatchnorm"), batch_stats=True,
-               running_stats=True, norm_batch_size=samples_per_norm_call, syncs_devices=True)
+               norm_batch_size=sync_norm_batch_size, syncs_devices=True)
 def sync_batch_norm(
     num_channels: int,
     momentum: float | None = 0.1,
@@ -128,19 +125,5 @@ def sync_batch_norm(
     track_running_stats: bool = True,
 ) -> BatchNorm:
     """BatchNorm whose training statistics are all-reduced over the data-parallel ranks (CPU and GPU)."""
-    momentum = resolve_momentum("sync_bn", momentum, keras_momentum)
-    check_momentum("sync_bn", momentum)
-    check_eps("sync_bn", eps)
     return SyncBatchNorm(num_channels, eps=eps, momentum=momentum, affine=affine,
                          track_running_stats=track_running_stats)
-
-
-def use_torch_sync_batchnorm(norm: str, accelerator: str, devices: int) -> bool:
-    """Whether a run should let Lightning swap the sync_bn layers for torch's nn.SyncBatchNorm.
-
-    Only for multi-GPU runs: torch's layer raises on CPU tensors, and DDP refuses CPU modules holding it.
-    """
-    from normbench.norms import NORMS
-
-    return NORMS.get(norm).name == "sync_bn" and accelerator == "gpu" and devices > 1
-

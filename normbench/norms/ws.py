@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.norms.batch import check_eps
-from normbench.norms.group import resolve_groups
+from normbench.norms.group import check_group_options, resolve_groups
 from normbench.norms.registry import register_norm
 
 DEFAULT_WS_EPS = 1e-5
@@ -59,7 +58,8 @@ def weight_standardize(conv: nn.Conv2d, options: dict[str, Any]) -> nn.Module:
     return WSConv2d.from_conv(conv, options.get("ws_eps", DEFAULT_WS_EPS))
 
 
-@register_norm("gn_ws", aliases=("gnws", "group_norm_ws"), conv_transform=weight_standardize)
+@register_norm("gn_ws", aliases=("gnws", "group_norm_ws"), check=check_group_options("gn_ws"),
+               conv_transform=weight_standardize)
 def group_norm_ws(
     num_channels: int,
     groups: int | None = None,
@@ -69,8 +69,5 @@ def group_norm_ws(
     ws_eps: float = DEFAULT_WS_EPS,
 ) -> nn.Module:
     """GroupNorm (as `gn`) whose model's convolutions are weight-standardized (applied by build_model)."""
-    check_eps("gn_ws", eps)
-    if not ws_eps > 0:
-        raise ValueError(f"norm 'gn_ws': ws_eps must be > 0, got {ws_eps}")
     return nn.GroupNorm(resolve_groups("gn_ws", num_channels, groups, channels_per_group), num_channels, eps=eps,
                         affine=affine)

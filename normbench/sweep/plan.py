@@ -157,7 +157,8 @@ class TrialComposer:
         group keys among `params`, e.g. norm=gn); value params are then set on a copy, as Hydra's
         `++key=value` would. Composing takes 0.1-0.2 s, a large part of a tiny trial's overhead.
         """
-        from normbench.config import compose, effective_batch_size, validate
+        from normbench.config import compose, validate
+        from normbench.run_facts import effective_batch_size
 
         groups = {k: v for k, v in params.items() if is_group_key(k)}
         cache_key = stable_hash(groups)

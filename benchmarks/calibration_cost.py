@@ -32,10 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from normbench.data import load_data
-from normbench.lit.calibration import CalibrationMonitor
 from normbench.metrics import evaluate
-from normbench.metrics.calibration import evaluate_with_ece
 from normbench.models import build_model
+from normbench.training.measurements import CalibrationMonitor
 
 
 def train_epoch(net, opt, x, y, batch_size: int, g: torch.Generator) -> None:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(net, data.loader("test", args.eval_batch_size))
 
     def final_passes():
-        evaluate_with_ece(net, data.loader("test", args.eval_batch_size), data.num_classes)
+        evaluate(net, data.loader("test", args.eval_batch_size), ece_bins=15)
         monitor.batch_stats_accuracy(net, "train")
         monitor.batch_stats_accuracy(net, "test")
 
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{(m['calib'] + m['precise']) / m['epoch']:.3f}")
         print(f"[{clock}]   once after training (precise + split) / training epoch: "
               f"{(m['precise'] + m['final']) / m['epoch']:.3f}")
-    ema_acc = evaluate(net, data.loader("test", args.eval_batch_size))[1]
+    ema_acc = evaluate(net, data.loader("test", args.eval_batch_size)).acc
     precise = monitor.precise_test(cal, ema_acc)
     print(f"(after {args.repeats} epochs: calib_kl {cal.aggregate['calib_kl']:.4f}, "
           f"precise_gain {precise['precise_gain']:+.4f})")

@@ -54,8 +54,8 @@ def part_wandb_fixed(repeats: int) -> None:
     """The W&B cost that does not scale with training: offline init, and the end-of-run hook + finish."""
     from lightning.pytorch.loggers import WandbLogger
 
-    from normbench.records import write_json_atomic
-    from normbench.report.wandb_run import log_run_end
+    from normbench.files import write_json_atomic
+    from normbench.training.wandb import log_run_end
 
     os.environ.pop("WANDB_API_KEY", None)
     os.environ.pop("WANDB_MODE", None)

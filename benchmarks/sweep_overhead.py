@@ -65,8 +65,8 @@ def main() -> int:
 
     import optuna
 
+    from normbench.results import stored_summary
     from normbench.sweep import make_plan, run_sweep
-    from normbench.sweep.records import stored_summary
     from normbench.sweep.spec import load_spec
     from normbench.train import train
 
@@ -81,7 +81,7 @@ def main() -> int:
             train(load_config(ovs))
         return time.perf_counter() - t0
 
-    import normbench.lit.callbacks as callbacks
+    import normbench.training.callbacks as callbacks
 
     evaluate, eval_seconds = callbacks.evaluate, [0.0]
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__version__ = "0.1.0"
+from normbench.version import __version__
+
+__all__ = ["__version__", "run"]
 
 
 def run(overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class LoggerSchema:
 
 @dataclass
 class CalibSchema:
-    """Running-statistics calibration (normbench.lit.calibration), measured in every run by default."""
+    """Running-statistics calibration (normbench.training.measurements), measured in every run by default."""
 
     enabled: bool = True
     samples: int = 8192  # training samples in the population-statistics pass

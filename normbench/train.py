@@ -19,14 +19,12 @@ from omegaconf import DictConfig
 
 from normbench.config import DataSchema, from_mapping, options_of, resolve_accelerator, to_dict
 from normbench.data import InMemoryData, load_data
+from normbench.environment import git_info, machine, versions
 from normbench.errors import ConfigError
-from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
-from normbench.lit.accumulation import accumulation_callbacks
-from normbench.lit.calibration import calibration_callbacks, failure_reason
+from normbench.files import check_output_dir, write_json_atomic
 from normbench.models import build_model
 from normbench.norms import NORMS, norm_factory
 from normbench.norms.per_device import per_device
-from normbench.records import check_output_dir, git_info, machine, versions, write_json_atomic
 from normbench.run_facts import (
     effective_batch_size,
     norm_batch_size,
@@ -35,6 +33,9 @@ from normbench.run_facts import (
     step_batch_size,
     use_torch_sync_batchnorm,
 )
+from normbench.training import Classifier, EpochEvaluator, ThroughputMonitor
+from normbench.training.accumulation import accumulation_callbacks
+from normbench.training.measurements import calibration_callbacks, failure_reason
 
 SUMMARY_FILE = "summary.json"
 
@@ -143,7 +144,7 @@ def make_logger(cfg: DictConfig, out_dir: Path):
 
         return CSVLogger(save_dir=str(out_dir), name="", version="")
     if name == "wandb":
-        from normbench.report.wandb_run import make_wandb_logger
+        from normbench.training.wandb import make_wandb_logger
 
         config = to_dict(cfg)
         config["out_dir"] = str(out_dir)
@@ -324,7 +325,7 @@ def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | 
 
     if not isinstance(logger, WandbLogger):
         return
-    from normbench.report.wandb_run import close_failed, log_run_end
+    from normbench.training.wandb import close_failed, log_run_end
 
     if failed:
         close_failed(logger)

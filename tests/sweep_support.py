@@ -93,7 +93,7 @@ class SweepHome:
 
 def summary_of(trial: optuna.trial.FrozenTrial) -> dict:
     """The run record (summary.json) a trial stores in the study."""
-    from normbench.sweep.records import stored_summary
+    from normbench.results import stored_summary
 
     return stored_summary(trial.user_attrs)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from normbench.lit.accumulation import AccumulationBoundary
 from normbench.norms import build_norm
 from normbench.norms.accumulation import AccumulationAwareBatchNorm, MomentAccumulator
 from normbench.train import train
+from normbench.training.accumulation import AccumulationBoundary
 
 
 def _pair(c, momentum, dtype=torch.float64):
@@ -155,8 +155,8 @@ def test_lightning_run_equals_plain_bn_at_k_times_b_with_fixed_weights(tiny_cfg,
 
 
 def test_boundary_callback_only_when_needed():
-    from normbench.lit.accumulation import accumulation_callbacks
     from normbench.models import build_model
+    from normbench.training.accumulation import accumulation_callbacks
 
     assert accumulation_callbacks(build_model("lenet", "bn")) == []
     (cb,) = accumulation_callbacks(build_model("lenet", "bn", norm_options={"accumulation_aware": True}))

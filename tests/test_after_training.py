@@ -10,9 +10,9 @@ import pytest
 
 from normbench.config import load_config
 from normbench.data.memory import BatchLoader
-from normbench.lit.calibration import MEASUREMENTS, SUMMARY_KEYS, CalibrationMonitor
 from normbench.norms import NORMS
 from normbench.train import train
+from normbench.training.measurements import MEASUREMENTS, SUMMARY_KEYS, CalibrationMonitor
 from tests.conftest import TINY
 
 # 89 training samples at batch 32: two full batches and a trailing one of 25, which no ghost batch size of 2

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from normbench.metrics.calibration import (
+from normbench.metrics import evaluate
+from normbench.metrics.running_stats import (
     aggregate,
     calibrate,
-    evaluate_with_ece,
     layer_errors,
     population_statistics,
     running_stat_layers,
@@ -81,7 +81,7 @@ def test_tiny_network_against_numpy_with_unequal_batches():
 
 
 def test_many_batches_fold_into_the_totals():
-    from normbench.metrics.calibration import FOLD_EVERY
+    from normbench.metrics.running_stats import FOLD_EVERY
 
     rng = np.random.default_rng(1)
     xs = [rng.normal(rng.uniform(-3, 3), rng.uniform(0.5, 2), size=(int(n), 3, 2, 2))
@@ -267,7 +267,7 @@ def test_ece_against_numpy():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 4))
     x, y = torch.randn(300, 5) * 2, torch.randint(0, 4, (300,))
-    out = evaluate_with_ece(net, [(x[:128], y[:128]), (x[128:], y[128:])], num_classes=4, n_bins=10)
+    out = evaluate(net, [(x[:128], y[:128]), (x[128:], y[128:])], ece_bins=10).as_dict()
     p = net(x).softmax(1).detach().double().numpy()
     conf, pred = p.max(1), p.argmax(1)
     correct = (pred == y.numpy()).astype(float)

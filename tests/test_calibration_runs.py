@@ -7,8 +7,8 @@ import torch
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
-from normbench.lit.calibration import CALIBRATION_FILE
 from normbench.train import train
+from normbench.training.measurements import CALIBRATION_FILE
 from tests.conftest import TINY, requires_fmnist, run_cli
 
 CALIB_FIGURES = ["calib_mean_rel_err", "calib_var_log_ratio", "calib_kl", "calib_mean_rel_err_worst",
@@ -179,8 +179,8 @@ def test_full_d2l_recipe_epoch_has_small_calibration_error(tmp_path):
 
 def test_population_pass_subset_and_trailing_single_sample():
     from normbench.data import load_data
-    from normbench.lit.calibration import CalibrationMonitor
     from normbench.models import build_model
+    from normbench.training.measurements import CalibrationMonitor
 
     data = load_data("synthetic", num_train=128, num_test=16)
     net = build_model("lenet", "bn")

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from normbench.cli import main
-from normbench.records import write_text_atomic
+from normbench.files import write_text_atomic
 from normbench.sweep.export import write_trials_csv
 from normbench.train import train
 from tests.test_report import SWEEP, build_study

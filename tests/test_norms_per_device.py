@@ -10,9 +10,9 @@ from conftest import assert_same_as_reference
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
+from normbench.files import read_json
 from normbench.norms import build_norm
 from normbench.norms.per_device import PerDeviceNorm
-from normbench.records import read_json
 from normbench.run_facts import effective_batch_size, norm_batch_size
 from normbench.train import train
 

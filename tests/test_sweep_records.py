@@ -6,7 +6,7 @@ import json
 
 import optuna
 
-from normbench.sweep.records import PART_LIMIT, split_json, stored_summary, summary_attrs, summary_keys
+from normbench.results import PART_LIMIT, split_json, stored_summary, summary_attrs, summary_keys
 
 
 def test_parts_stay_under_the_limit_even_with_escapes_and_join_back():

@@ -14,10 +14,10 @@ from sweep_support import TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_po
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
-from normbench.records import read_json
+from normbench.files import read_json
+from normbench.results import stored_summary
 from normbench.sweep import final_trials, run_sweep
 from normbench.sweep.pruning import PruningCallback
-from normbench.sweep.records import stored_summary
 from normbench.sweep.runner import prepare
 from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
 from normbench.sweep.worker import DROPPED_REASON, Worker

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from normbench.records import write_json_atomic
+from normbench.files import write_json_atomic
 from normbench.train import train
 
 
@@ -109,7 +109,7 @@ def test_offline_run_logs_config_epochs_summary_and_calibration_table(tiny_cfg, 
 def test_run_end_hook_tolerates_missing_calibration_and_finishes(tmp_path, wandb_env):
     from lightning.pytorch.loggers import WandbLogger
 
-    from normbench.report.wandb_run import log_run_end
+    from normbench.training.wandb import log_run_end
 
     logger = WandbLogger(project="normbench", save_dir=str(tmp_path), offline=True, settings={"silent": True})
     summary = {"status": "ok", "test_acc": 0.5, "history": [{"epoch": 1}], "config": {"a": 1},
@@ -143,7 +143,7 @@ def test_run_that_raises_is_closed_as_failed(tiny_cfg, wandb_env):
 
 def test_online_only_with_a_key_and_no_offline_mode(tmp_path, wandb_env, monkeypatch):
     from normbench.report.dashboard import online
-    from normbench.report.wandb_env import has_api_key
+    from normbench.wandb_env import has_api_key
 
     assert not has_api_key() and not online("auto") and online("online") and not online("offline")
     netrc_file = tmp_path / "netrc"

@@ -44,7 +44,7 @@ import numpy as np
 from normbench.errors import ConfigError
 from normbench.report.metrics import epoch_gaps, metric_value
 from normbench.report.study import ConfigGroup, SweepResults
-from normbench.report.tables import format_value
+from normbench.report.table_model import format_value
 
 EXPECT = ("greater", "less", "equivalent", "not_less", "not_greater")
 KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.records import write_text_atomic
+from normbench.files import write_text_atomic
 from normbench.report.study import SweepResults, TrialRecord
 
 FIELDS = ("number", "state", "params", "summary", "fail_reason", "datetime_start", "datetime_complete")
@@ -26,7 +26,7 @@ def _stamp(value: datetime | None) -> str | None:
 
 def trial_line(trial: Any) -> str:
     """One Optuna FrozenTrial as a record line."""
-    from normbench.sweep.records import stored_summary
+    from normbench.results import stored_summary
 
     attrs = trial.user_attrs
     # The study holds every trial's whole record (its run folder may be on another machine); a trial that

@@ -32,7 +32,7 @@ from typing import Any
 
 from normbench.errors import ConfigError
 from normbench.experiments.spec import CANONICAL_SCALE, Experiment, available, load_experiment, repo_root
-from normbench.records import write_bytes_atomic, write_text_atomic
+from normbench.files import write_bytes_atomic, write_text_atomic
 
 FLAGS = ("--check", "--list", "--regenerate")
 KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part")
@@ -146,7 +146,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
     from normbench.experiments.records import read_records, results_from_records
     from normbench.experiments.tables import build_study_table
     from normbench.report.figures import render as render_image
-    from normbench.report.tables import render_latex, render_markdown
+    from normbench.report.render import render_latex, render_markdown
 
     rows = {part: read_records(src / "records" / f"{part}.jsonl") for part in exp.parts}
     results = {part: results_from_records(exp.sweep_name(part), r) for part, r in rows.items()}
@@ -202,7 +202,7 @@ def print_claims(claims: list[Any]) -> None:
 def run(exp: Experiment, args: Args, results_dir: Path) -> int:
     """Runs the study's parts (resumable), then writes results_dir/<study>/ when every point finished."""
     from normbench.experiments.records import write_records
-    from normbench.sweep.paths import storage_url
+    from normbench.results import storage_url
     from normbench.sweep.plan import make_plan
     from normbench.sweep.runner import describe, run_plan
 
@@ -242,7 +242,7 @@ def _finished_trials(spec: Any, work: Path) -> tuple[list[Any], int]:
     """The part's trials and how many of its planned points have no finished (COMPLETE or FAIL) trial."""
     import optuna
 
-    from normbench.sweep.paths import storage_url
+    from normbench.results import storage_url
     from normbench.sweep.plan import point_key
 
     url = storage_url(work, spec.name, spec.storage)

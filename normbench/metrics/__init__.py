@@ -1,5 +1,6 @@
-"""Measurements made on trained models: accuracy splits (and, with calibration, running-statistics error)."""
+"""Measurements made on trained models: loss, accuracy and ECE over a split (accuracy.py), and the error of the
+norm layers' running statistics against population statistics (running_stats.py)."""
 
-from normbench.metrics.accuracy import evaluate
+from normbench.metrics.accuracy import Evaluation, evaluate
 
-__all__ = ["evaluate"]
+__all__ = ["Evaluation", "evaluate"]

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.records import write_text_atomic
+from normbench.files import write_text_atomic
 from normbench.report.figures import build_figures, render
+from normbench.report.render import delta_text
 from normbench.report.study import ReportArgs, SweepResults
-from normbench.report.tables import TABLE_OPTIONS, Cell, build_table, delta_text
-from normbench.report.wandb_env import has_api_key
+from normbench.report.table_model import Cell
+from normbench.report.tables import TABLE_OPTIONS, build_table
+from normbench.wandb_env import has_api_key
 
 DASHBOARD_FILE = "dashboard.html"
 

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from normbench.errors import ConfigError
-from normbench.records import write_bytes_atomic
+from normbench.files import write_bytes_atomic
 from normbench.report.metrics import epoch_values
 from normbench.report.stats import t_interval
 from normbench.report.study import ConfigGroup, SweepResults, sort_key
-from normbench.report.tables import DIM_LABELS, format_value
+from normbench.report.table_model import DIM_LABELS, format_value
 
 FIGURES = ["acc_vs_batch", "gap_vs_batch", "calib_vs_momentum", "ema_vs_precise"]
 FORMATS = ("png", "pdf", "svg")

@@ -23,15 +23,15 @@ from typing import Any
 from normbench.errors import ConfigError
 from normbench.report.stats import PAIRED, compare_seeds, holm_adjust
 from normbench.report.study import ConfigGroup, SweepResults, sort_key
-from normbench.report.tables import (
+from normbench.report.table_model import (
     DIM_LABELS,
     Cell,
     Column,
     Table,
-    _fmt,
-    _footer,
     column_spec,
     filter_results,
+    footer,
+    format_number,
     format_value,
     metric_column,
 )
@@ -112,7 +112,7 @@ def build_pivot(results: SweepResults, options: dict[str, Any]) -> Table:
 
     best: dict[str, set[str]] = {}
     for c in cols:
-        shown = {r: float(_fmt(stats[(r, c)][0], col).replace(",", "")) for r in row_names if (r, c) in stats}
+        shown = {r: float(format_number(stats[(r, c)][0], col).replace(",", "")) for r in row_names if (r, c) in stats}
         if col.better in ("max", "min") and len(shown) >= 2:
             target_v = (max if col.better == "max" else min)(shown.values())
             best[c] = {r for r, v in shown.items() if v == target_v}
@@ -121,7 +121,7 @@ def build_pivot(results: SweepResults, options: dict[str, Any]) -> Table:
         if (r, c) not in stats:
             return Cell("empty")
         mean, std, n = stats[(r, c)]
-        return Cell("stat", mean=_fmt(mean, col), std=None if std is None else _fmt(std, col), n=n,
+        return Cell("stat", mean=format_number(mean, col), std=None if std is None else format_number(std, col), n=n,
                     show_n=n != n_seeds, bold=r in best.get(c, set()))
 
     row_head = " / ".join(labels.get(k, DIM_LABELS.get(k, k)) for k in rows_keys[:1])
@@ -142,8 +142,8 @@ def build_pivot(results: SweepResults, options: dict[str, Any]) -> Table:
     extra = [f"{col.label}; cells: mean ± std over the {n_seeds} seeds (fewer finished where (n) is shown)"]
     if options.get("row_options"):
         extra += _row_options(cell_group, rows_keys, col_key, results.dims, labels)
-    footer = _footer(results, {**options, "_pivot": True}, body, extra)
-    return Table(headers, align, body, footer)
+    lines = footer(results, {**options, "_pivot": True}, body, extra)
+    return Table(headers, align, body, lines)
 
 
 def _delta_rows(results: SweepResults, cell_group: dict[tuple[str, str], ConfigGroup], row_names: list[str],
@@ -177,11 +177,11 @@ def _delta_rows(results: SweepResults, cell_group: dict[tuple[str, str], ConfigG
         out.append(row)
     adjusted = holm_adjust([cmp.p_value for _, _, cmp in pending])
     for (i, j, cmp), p_holm in zip(pending, adjusted, strict=True):
-        half = None if cmp.high is None else _fmt((cmp.high - cmp.low) / 2, col)
-        out[i][j] = Cell("delta", mean=_fmt(cmp.mean, col, signed=True), n=cmp.n,
+        half = None if cmp.high is None else format_number((cmp.high - cmp.low) / 2, col)
+        out[i][j] = Cell("delta", mean=format_number(cmp.mean, col, signed=True), n=cmp.n,
                          show_n=not (cmp.n == n_seeds and cmp.method == PAIRED),
-                         low=None if cmp.low is None else _fmt(cmp.low, col, signed=True),
-                         high=None if cmp.high is None else _fmt(cmp.high, col, signed=True), halfwidth=half,
+                         low=None if cmp.low is None else format_number(cmp.low, col, signed=True),
+                         high=None if cmp.high is None else format_number(cmp.high, col, signed=True), halfwidth=half,
                          method=cmp.method, n_baseline=cmp.n_baseline, p_holm=p_holm,
                          significant=p_holm is not None and p_holm <= 1 - level)
     return out

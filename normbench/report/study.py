@@ -1,9 +1,9 @@
 """Reading a sweep's stored results: command arguments, the Optuna study, and per-configuration groups.
 
 Reports never re-train: they read the study that the sweep runner wrote (default storage
-`sqlite:///<results_dir>/<sweep>/study.db`, see `normbench.sweep.paths`). Each trial carries user attrs
+`sqlite:///<results_dir>/<sweep>/study.db`, see `normbench.results`). Each trial carries user attrs
 `params` (swept key -> value, `seed` included), `config_id`, `run_dir`, and for COMPLETE trials the run's
-whole summary record (`normbench.sweep.records`; FAIL trials: `fail_reason`). A *configuration* is one
+whole summary record (`normbench.results.stored_summary`; FAIL trials: `fail_reason`). A *configuration* is one
 assignment of the swept keys other than `seed`; its seeds are the repeated measurements that tables and
 figures summarise.
 """
@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from normbench.errors import ConfigError
+from normbench.paths import config_dir
 from normbench.report.metrics import metric_value
-from normbench.sweep.paths import storage_url, sweep_dir
-from normbench.sweep.records import stored_summary
+from normbench.results import display_url, inspect_sqlite, sqlite_path, storage_url, stored_summary, sweep_dir
 
 SEED_KEY = "seed"
 
@@ -102,8 +102,6 @@ def sweep_file_section(sweep: str, section: str) -> dict[str, Any]:
     """The `<section>:` mapping of configs/sweep/<sweep>.yaml ({} when there is no file or no section)."""
     from omegaconf import OmegaConf
 
-    from normbench.config import config_dir
-
     path = config_dir() / "sweep" / f"{sweep}.yaml"
     if not path.is_file():
         return {}
@@ -114,16 +112,6 @@ def sweep_file_section(sweep: str, section: str) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise ConfigError(f"'{section}' in {path} must be a mapping, got {part!r}")
     return dict(part)
-
-
-def display_url(url: str) -> str:
-    """The storage URL with any password masked (it goes into error messages)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (e.g. a journal file): show it as given
-        return url
 
 
 def load_study(ref: ReportArgs):
@@ -139,8 +127,6 @@ def load_study(ref: ReportArgs):
     shown = display_url(url)
     hint = (f"run `python -m normbench run sweep={ref.sweep}` first, or point at the results with "
             "results_dir=DIR or sweep.storage=URL")
-    from normbench.sweep.storage import inspect_sqlite, sqlite_path
-
     path = sqlite_path(url)
     if path is not None:
         # Optuna would create a missing file, or its tables in an empty one: reports only read, so check first.

@@ -31,63 +31,31 @@ Options (the sweep file's `table:` mapping, or `table.<key>=...` on the command 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.records import write_text_atomic
+from normbench.files import write_text_atomic
 from normbench.report.metrics import error_key
-from normbench.report.stats import PAIRED, WELCH, SeedStats, compare_seeds, holm_adjust
+from normbench.report.pivot import build_pivot
+from normbench.report.render import render_latex, render_markdown
+from normbench.report.stats import PAIRED, SeedStats, compare_seeds, holm_adjust
 from normbench.report.study import SweepResults
-
-
-@dataclass(frozen=True)
-class Column:
-    """How a metric is shown: summary key, header label, display scale, decimals, which way is better."""
-
-    key: str
-    label: str
-    scale: float = 1.0
-    digits: int = 4
-    better: str | None = None  # max | min | absmin | None (no bold)
-    relative_to: dict[str, Any] | None = None  # shown relative to the mean of the matching baseline row
-
-
-KNOWN_COLUMNS = {c.key: c for c in [
-    Column("test_acc", "test acc (%)", 100, 2, "max"),
-    Column("train_acc", "train acc (%)", 100, 2, "max"),
-    Column("acc_gap", "train-test gap (pp)", 100, 2, "absmin"),
-    Column("test_acc_precise", "test acc, precise stats (%)", 100, 2, "max"),
-    Column("test_acc_ema", "test acc, EMA stats (%)", 100, 2, "max"),
-    Column("test_acc_batch", "test acc, batch stats (%)", 100, 2, "max"),
-    Column("val_acc", "val acc (%)", 100, 2, "max"),
-    Column("train_acc_running", "train acc, batch stats, during the epoch (%)", 100, 2, "max"),
-    Column("train_acc_batch", "train acc, batch stats (%)", 100, 2, "max"),
-    Column("precise_gain", "precise - EMA test acc (pp)", 100, 2, "max"),
-    Column("test_ece", "test ECE", 1, 4, "min"),
-    Column("ema_horizon_samples", "EMA horizon (samples)", 1, 0, None),
-    Column("test_loss", "test loss", 1, 4, "min"),
-    Column("calib_kl", "calib. KL", 1, 4, "min"),
-    Column("calib_mean_rel_err", "calib. mean rel. err", 1, 4, "min"),
-    Column("calib_var_log_ratio", "calib. var log-ratio", 1, 4, "absmin"),
-    Column("examples_per_sec", "examples/s", 1, 0, "max"),
-    Column("wall_s", "wall time (s)", 1, 1, "min"),
-    Column("lr", "effective lr", 1, 5, None),
-]}
-
-DEFAULT_COLUMNS = ["test_acc", "acc_gap", "test_acc_precise", "calib_kl", "examples_per_sec"]
-
-DIM_LABELS = {
-    "norm": "norm",
-    "model": "model",
-    "data": "dataset",
-    "data.batch_size": "batch",
-    "norm.momentum": "BN momentum",
-    "trainer.accumulate_grad_batches": "accum.",
-    "optim.lr": "lr",
-}
+from normbench.report.table_model import (
+    DIM_LABELS,
+    OUTCOME_ORDER,
+    Cell,
+    Column,
+    Table,
+    column_spec,
+    filter_results,
+    footer,
+    format_number,
+    format_value,
+    metric_column,
+    table_columns,
+)
 
 TABLE_OPTIONS: dict[str, Any] = {
     "columns": None,
@@ -112,140 +80,6 @@ TABLE_OPTIONS: dict[str, Any] = {
     "deltas_only": False,
 }
 
-OUTCOME_ORDER = ["failed", "diverged", "pruned", "running", "queued", "missing"]
-
-
-COLUMN_FIELDS = ("key", "label", "scale", "digits", "better", "relative_to")
-MAX_DIGITS = 12
-
-
-def column_spec(entry: Any, labels: dict[str, str]) -> Column:
-    """A Column from a sweep-file entry: a summary key, or a mapping {key, label, scale, digits, better}."""
-    if isinstance(entry, str):
-        base = KNOWN_COLUMNS.get(entry, Column(entry, entry))
-        return Column(base.key, labels.get(entry, base.label), base.scale, base.digits, base.better)
-    if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-        unknown = set(entry) - set(COLUMN_FIELDS)
-        if unknown:
-            raise ConfigError(f"table.columns entry {entry} has unknown field(s) {', '.join(sorted(unknown))}; "
-                              f"accepted: {', '.join(COLUMN_FIELDS)}")
-        relative = entry.get("relative_to")
-        if relative is not None and not isinstance(relative, dict):
-            raise ConfigError(f"table.columns '{entry['key']}': relative_to must be a mapping {{key: value}}, "
-                              f"got {relative!r}")
-        base = column_spec(entry["key"], labels)
-        better = entry.get("better", base.better)
-        if better not in (None, "max", "min", "absmin"):
-            raise ConfigError(f"table.columns '{base.key}': better must be max, min, absmin or null; got {better!r}")
-        scale = entry.get("scale", 1.0 if relative else base.scale)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
-            raise ConfigError(f"table.columns '{base.key}': scale must be a finite, non-zero number (e.g. 100 for "
-                              f"percent); got {scale!r}")
-        digits = entry.get("digits", base.digits)
-        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= MAX_DIGITS:
-            raise ConfigError(f"table.columns '{base.key}': digits must be an integer in [0, {MAX_DIGITS}]; "
-                              f"got {digits!r}")
-        return Column(base.key, str(entry.get("label", base.label)), float(scale), digits, better, relative)
-    raise ConfigError(f"table.columns entries are metric names or mappings with a 'key'; got {entry!r}")
-
-
-def table_columns(options: dict[str, Any]) -> tuple[list[Column], bool]:
-    """The requested columns (or the defaults) and whether they were requested; ConfigError on a bad spec."""
-    labels = options.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise ConfigError(f"table.labels must be a mapping {{key: label}}, got {labels!r}")
-    requested = options.get("columns")
-    if isinstance(requested, (str, dict)):
-        requested = [requested]
-    if requested is not None and not isinstance(requested, list):
-        raise ConfigError(f"table.columns must be a list of metric names or {{{', '.join(COLUMN_FIELDS)}}} "
-                          f"mappings (e.g. [test_acc, acc_gap]); got {requested!r}")
-    entries = list(requested) if requested else list(DEFAULT_COLUMNS)
-    return [column_spec(e, labels) for e in entries], bool(requested)
-
-
-def metric_column(col: Column, metric: str | None) -> Column:
-    """`col` as an error column when `metric` is error and it shows an accuracy (test_acc -> test error)."""
-    if metric in (None, "accuracy"):
-        return col
-    if metric != "error":
-        raise ConfigError(f"table.metric must be accuracy or error, got {metric!r}")
-    key = error_key(col.key)
-    if key == col.key:
-        return col
-    label = col.label.replace("accuracy", "error").replace("acc", "error")
-    return Column(key, label, col.scale, col.digits, "min", col.relative_to)
-
-
-def filter_results(results: SweepResults, where: Any) -> SweepResults:
-    """`results` with only the configurations matching `where` ({swept key: value})."""
-    if not where:
-        return results
-    if not isinstance(where, dict):
-        raise ConfigError(f"table.where must be a mapping {{swept key: value}}, got {where!r}")
-    for k in where:
-        if k not in results.dims:
-            raise ConfigError(f"table.where: '{k}' is not a swept key of '{results.sweep}'; "
-                              f"swept: {', '.join(results.dims) or '(none)'}")
-    groups = [g for g in results.groups if all(format_value(g.values.get(k)) == format_value(v)
-                                               for k, v in where.items())]
-    if not groups:
-        raise ConfigError(f"table.where {where} matches no configuration of '{results.sweep}'")
-    return replace(results, groups=groups)
-
-
-# ---------------------------------------------------------------- the table model (format-free)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell; `parts` are rendered by each format (numbers, ±, CI brackets, plain text).
-
-    Delta cells also carry the comparison `method` (stats.PAIRED or stats.WELCH), the baseline's seed count
-    `n_baseline` (shown for Welch), the Holm-adjusted p-value `p_holm` and `significant` (p_holm <= 1 - level).
-    """
-
-    kind: str  # text | stat | delta | empty
-    text: str = ""
-    mean: str = ""
-    std: str | None = None
-    n: int | None = None
-    low: str | None = None
-    high: str | None = None
-    bold: bool = False
-    method: str | None = None
-    n_baseline: int | None = None
-    p_holm: float | None = None
-    significant: bool = False
-    halfwidth: str | None = None  # a delta shown as mean ± the interval's half-width
-    show_n: bool = True  # False when n is every seed of the study (the footer says so once)
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: list[str]
-    align: list[str]  # l | r per column
-    rows: list[list[Cell]]
-    footer: list[str]
-    caption: str = ""
-
-
-def _fmt(value: float, col: Column, signed: bool = False) -> str:
-    """`value` in display units at the column's precision; a value that rounds to zero shows no minus."""
-    v = value * col.scale
-    text = f"{v:+,.{col.digits}f}" if signed else f"{v:,.{col.digits}f}"
-    if text.startswith("-") and float(text[1:].replace(",", "")) == 0:
-        text = ("+" if signed else "") + text[1:]
-    return text
-
-
-def format_value(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
 
 def _seed_cell(group, seeds: list[Any]) -> Cell:
     by: dict[str, list[str]] = {}
@@ -268,7 +102,7 @@ def _best_rows(col: Column, stats: list[SeedStats]) -> set[int]:
     """Rows whose displayed mean is the best of the column (ties at display precision all bold)."""
     if col.better is None:
         return set()
-    shown = {i: float(_fmt(s.mean, col).replace(",", "")) for i, s in enumerate(stats) if s.mean is not None}
+    shown = {i: float(format_number(s.mean, col).replace(",", "")) for i, s in enumerate(stats) if s.mean is not None}
     if len(shown) < 2:
         return set()
     score = {"max": lambda v: -v, "min": lambda v: v, "absmin": abs}[col.better]
@@ -280,8 +114,6 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
     """The format-free table for `results` with the `table:` options (see the module docstring)."""
     layout = options.get("layout") or "long"
     if layout == "pivot":
-        from normbench.report.pivot import build_pivot
-
         return replace(build_pivot(results, options), caption=str(options.get("caption") or ""))
     if layout != "long":
         raise ConfigError(f"table.layout must be long or pivot, got {layout!r}")
@@ -333,8 +165,8 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
                 row.append(Cell("empty"))
             else:
                 every = s.n == len(results.seeds)  # every seed finished: said once, in the footer
-                row.append(Cell("stat", mean=_fmt(s.mean, c), std=None if s.std is None else _fmt(s.std, c), n=s.n,
-                                show_n=not every,
+                row.append(Cell("stat", mean=format_number(s.mean, c),
+                                std=None if s.std is None else format_number(s.std, c), n=s.n, show_n=not every,
                                 bold=i in best[c.key]))
         if delta_cells is not None:
             row.append(delta_cells[i])
@@ -349,7 +181,7 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
             footer_extra.append(f"{c.label}: each run over the mean of the {what} row with the same other keys")
     if len(dims) < len(results.dims):
         footer_extra += _hidden_keys(groups, dims, results.dims)
-    return Table(headers, align, rows, _footer(results, options, rows, footer_extra),
+    return Table(headers, align, rows, footer(results, options, rows, footer_extra),
                  caption=str(options.get("caption") or ""))
 
 
@@ -389,7 +221,7 @@ def _reference_rows(ref: dict[str, Any], dims: list[str], columns: list[Column],
             row[0] = Cell("text", f"{value} ({ref.get('label', 'reference')})")
         for c in columns:
             v = (metrics or {}).get(c.key)
-            row.append(Cell("text", _fmt(float(v), c)) if v is not None else Cell("empty"))
+            row.append(Cell("text", format_number(float(v), c)) if v is not None else Cell("empty"))
         if has_delta:
             row.append(Cell("empty"))
         row.append(Cell("text", "published"))
@@ -462,224 +294,16 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
     # The family of the multiple-comparison guard: every difference in this table with a p-value.
     adjusted = holm_adjust([c.p_value for _, c in comparisons])
     for (i, c), p_holm in zip(comparisons, adjusted, strict=True):
-        cells[i] = Cell("delta", mean=_fmt(c.mean, col, signed=True),
+        cells[i] = Cell("delta", mean=format_number(c.mean, col, signed=True),
                         n=c.n, show_n=not (c.n == len(results.seeds) and c.method == PAIRED),
-                        low=None if c.low is None else _fmt(c.low, col, signed=True),
-                        high=None if c.high is None else _fmt(c.high, col, signed=True),
-                        halfwidth=None if c.high is None else _fmt((c.high - c.low) / 2, col),
+                        low=None if c.low is None else format_number(c.low, col, signed=True),
+                        high=None if c.high is None else format_number(c.high, col, signed=True),
+                        halfwidth=None if c.high is None else format_number((c.high - c.low) / 2, col),
                         method=c.method, n_baseline=c.n_baseline, p_holm=p_holm,
                         significant=p_holm is not None and p_holm <= 1 - level)
     what = ", ".join(f"{labels.get(k, DIM_LABELS.get(k, k))}={v}" for k, v in spec.items())
     header = f"Δ {col.label} vs {what} (± {level * 100:g}% CI)"
     return header, cells  # type: ignore[return-value] - every None was filled above
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _compare_footer(deltas: list[Cell], level: float) -> list[str]:
-    """What the Δ column computed: the interval method(s), what n counts, and the multiple-comparison guard."""
-    pct = f"{level * 100:g}%"
-    methods = {c.method for c in deltas}
-    lines = [f"Δ: difference to the baseline row ± the half-width of its {pct} Student-t CI; a swept key that is "
-             "null on either row (does not apply) matches any value."]
-    if PAIRED in methods or not methods:
-        lines.append("Paired t on the per-seed differences over the seeds both finished (n - 1 df; n shown when "
-                     "not every seed).")
-    if WELCH in methods:
-        lines.append("(n vs m): Welch's unpaired t between this row's n and the baseline's m seeds (the seeds do "
-                     "not pair up).")
-    if any(c.low is None for c in deltas):
-        lines.append("No CI: fewer than 2 values.")
-    tested = sum(c.p_holm is not None for c in deltas)
-    if tested:
-        alpha = f"{(1 - level) * 100:.3g}%"
-        lines.append(f"†: nonzero at a family-wise error rate of {alpha} (Holm's correction over the {tested} "
-                     "differences in this table).")
-    return lines
-
-
-def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell]], extra: list[str]) -> list[str]:
-    counts = results.outcome_counts()
-    total = sum(counts.values())
-    runs = ", ".join(f"{counts[o]} {o}" for o in ["ok", *OUTCOME_ORDER] if counts.get(o)) or "none"
-    others = sorted(o for o in counts if o != "ok" and o not in OUTCOME_ORDER)
-    if others:
-        runs += ", " + ", ".join(f"{counts[o]} {o}" for o in others)
-    shas = results.git_shas()
-    newest = results.newest_completion()
-    lines = [
-        f"sweep {results.sweep}: {_count(len(results.groups), 'configuration')} × {_count(len(results.seeds), 'seed')}"
-        f" = {_count(total, 'run')} ({runs}).",
-    ]
-    if not options.get("_pivot"):
-        lines.append(f"Cells: mean ± std over the {len(results.seeds)} seeds (fewer finished where (n) is shown); "
-                     "best per column in bold.")
-    if options.get("compare") is not None:
-        lines.extend(_compare_footer([c for row in rows for c in row if c.kind == "delta"],
-                                     float(options.get("level", 0.95))))
-        if any(c.kind == "text" and c.text == "ambiguous" for row in rows for c in row):
-            lines.append("Ambiguous: several baseline rows match; pin more keys, e.g. "
-                         "table.compare={norm: bn, norm.momentum: 0.1}.")
-    lines.extend(f"{e[0].upper()}{e[1:]}." for e in extra)
-    lines.append(f"git {', '.join(shas) if shas else 'unknown'}{' (mixed versions!)' if len(shas) > 1 else ''}"
-                 f" · config {results.config_hash()}"
-                 f" · results of {newest.strftime('%Y-%m-%d %H:%M') if newest else 'unknown date'}")
-    return lines
-
-
-# ---------------------------------------------------------------- renderers
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _n_text(cell: Cell) -> str:
-    if cell.n is None or not cell.show_n:
-        return ""
-    return f" ({cell.n} vs {cell.n_baseline})" if cell.method == WELCH else f" ({cell.n})"
-
-
-def _md_cell(cell: Cell) -> str:
-    if cell.kind == "empty":
-        return "–"
-    if cell.kind == "text":
-        return _md_escape(cell.text)
-    if cell.kind == "stat":
-        body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
-        return f"{f'**{body}**' if cell.bold else body}{_n_text(cell)}"
-    return delta_text(cell, cell.mean, cell.low, cell.high, "†")
-
-
-def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str, pm: str = " ± ") -> str:
-    """A Δ cell as text (numbers already in the format's notation): `mean ± half†`, else `mean [low, high]†`,
-    then `(n)` or `(n vs m)` (Welch) where not every seed entered."""
-    if cell.halfwidth is not None:
-        ci = f"{pm}{cell.halfwidth}"
-    else:
-        ci = f" [{low}, {high}]" if low is not None else " [no CI]"
-    return f"{mean}{ci}{mark if cell.significant else ''}{_n_text(cell)}"
-
-
-def render_markdown(table: Table) -> str:
-    """A GitHub-flavoured Markdown table with the footer as an italic paragraph."""
-    sep = {"l": ":---", "r": "---:"}
-    lines = ["| " + " | ".join(_md_escape(h) for h in table.headers) + " |",
-             "| " + " | ".join(sep[a] for a in table.align) + " |"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
-    for line in table.footer:
-        lines += ["", f"_{_md_escape(line)}_"]
-    return "\n".join(lines) + "\n"
-
-
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$",
-                "†": r"$^\dagger$", "−": r"$-$"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def _tex_num(text: str) -> str:
-    # A text-mode hyphen is too short for a minus sign; numbers are typeset with a math minus.
-    return ("$-$" + text[1:]) if text.startswith("-") else ("$+$" + text[1:]) if text.startswith("+") else text
-
-
-def _tex_bold(text: str) -> str:
-    return "\\textbf{" + text + "}"
-
-
-def _tex_cell(cell: Cell) -> str:
-    if cell.kind == "empty":
-        return "--"
-    if cell.kind == "text":
-        return tex_escape(cell.text)
-    if cell.kind == "stat":
-        body = _tex_num(cell.mean) if cell.std is None else f"{_tex_num(cell.mean)} $\\pm$ {cell.std}"
-        return f"{_tex_bold(body) if cell.bold else body}{_n_text(cell)}"
-    return delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
-                      None if cell.high is None else _tex_num(cell.high), "$^\\dagger$", " $\\pm$ ")
-
-
-# Widths of a standard two-column `article` (10pt, letter): what a paper's table has to fit.
-COLUMN_WIDTH_PT = 229.0
-TEXT_WIDTH_PT = 469.0
-_CHAR_PT = 4.1  # an average \footnotesize character of the table's text (measured: 3.5-4.3pt)
-_COLSEP_PT = 8.0  # 2 x \tabcolsep of 4pt
-
-
-def _plain(cell: Cell) -> str:
-    return _md_cell(cell).replace("**", "")
-
-
-def _header_lines(header: str, width: int) -> list[str]:
-    """A header broken at spaces into lines no wider than its column's cells (at least 8 characters)."""
-    limit = max(width, 8)
-    lines: list[str] = []
-    for word in header.split(" "):
-        if lines and len(lines[-1]) + 1 + len(word) <= limit:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
-
-
-def latex_layout(table: Table) -> tuple[list[list[str]], float]:
-    """Each header's lines and the table's estimated natural width in points (\\footnotesize)."""
-    widths = [max([len(_plain(row[i])) for row in table.rows] or [0]) for i in range(len(table.headers))]
-    headers = [_header_lines(h, w) for h, w in zip(table.headers, widths, strict=True)]
-    total = sum((max(w, *(len(x) for x in h)) * _CHAR_PT + _COLSEP_PT) for w, h in zip(widths, headers, strict=True))
-    return headers, total
-
-
-def _tex_header(lines: list[str], align: str) -> str:
-    if len(lines) == 1:
-        return tex_escape(lines[0])
-    body = " \\\\ ".join(tex_escape(x) for x in lines)
-    return f"\\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{body}\\end{{tabular}}"
-
-
-def render_latex(table: Table, label: str | None = None) -> str:
-    """A booktabs table float that fits a two-column paper (needs `\\usepackage{booktabs}`).
-
-    Long headers are broken over lines; the float is `table` (\\columnwidth) when the estimated width
-    fits a column, else `table*` (\\textwidth). A tabular still wider than the line (many columns) is
-    scaled down to it, and says so on the terminal ("normbench: table scaled"). The footer is a paragraph
-    under the rule. A test compiles every committed table with pdflatex: no overfull box, no scaling.
-    """
-    headers, width = latex_layout(table)
-    env = "table" if width <= 0.97 * COLUMN_WIDTH_PT else "table*"
-    lines = [
-        "% Generated by normbench from stored results; do not edit by hand.",
-        "% Needs \\usepackage{booktabs,graphicx}.",
-        f"\\begin{{{env}}}[t]",
-        "\\centering",
-        "\\footnotesize",
-        "\\setlength{\\tabcolsep}{4pt}",
-    ]
-    if table.caption:
-        lines.append(f"\\caption{{{tex_escape(table.caption)}}}")
-    if label:
-        lines.append(f"\\label{{{label}}}")
-    lines += [
-        f"\\sbox0{{\\begin{{tabular}}{{{''.join(table.align)}}}",
-        "\\toprule",
-        " & ".join(_tex_header(h, a) for h, a in zip(headers, table.align, strict=True)) + " \\\\",
-        "\\midrule",
-    ]
-    lines += [" & ".join(_tex_cell(c) for c in row) + " \\\\" for row in table.rows]
-    lines += ["\\bottomrule", "\\end{tabular}}%",
-              "\\ifdim\\wd0>\\linewidth\\typeout{normbench: table scaled to the line width}%",
-              "\\resizebox{\\linewidth}{!}{\\usebox0}\\else\\usebox0\\fi",
-              "\\par\\smallskip",
-              "\\parbox{\\linewidth}{\\scriptsize\\raggedright"]
-    lines += [tex_escape(f) + ("\\par" if i < len(table.footer) - 1 else "") for i, f in enumerate(table.footer)]
-    lines += ["}", f"\\end{{{env}}}"]
-    return "\n".join(lines) + "\n"
 
 
 def write_tables(results: SweepResults, options: dict[str, Any], out_dir: Path) -> list[Path]:

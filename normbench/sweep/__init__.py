@@ -10,8 +10,8 @@ Public API:
 See normbench/sweep/study.py for the user attributes every trial carries.
 """
 
+from normbench.results import default_storage_url, storage_url, sweep_dir
 from normbench.sweep.export import write_trials_csv
-from normbench.sweep.paths import default_storage_url, storage_url, sweep_dir
 from normbench.sweep.plan import Plan, config_id, make_plan, point_key
 from normbench.sweep.runner import run_sweep
 from normbench.sweep.spec import SweepSpec, load_spec

@@ -16,8 +16,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from normbench.records import write_text_atomic
-from normbench.sweep.records import stored_summary
+from normbench.files import write_text_atomic
+from normbench.results import stored_summary
 from normbench.sweep.study import superseded_numbers
 
 HEAD = ("number", "state", "value", "config_id", "retry_of", "superseded")

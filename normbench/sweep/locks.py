@@ -110,17 +110,6 @@ def driver_url(url: str) -> str:
     return url
 
 
-def display_url(url: str) -> str:
-    """The URL with its password masked, for messages and logs."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
 def study_lock(url: str, study_name: str) -> StudyLock:
     """The lock for a storage URL: file lock (SQLite), advisory lock (PostgreSQL), else none (warned)."""
     from sqlalchemy.engine import make_url

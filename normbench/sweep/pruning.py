@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 
-from normbench.lit import EpochEvaluator
+from normbench.training import EpochEvaluator
 
 
 class PruningCallback(L.Callback):

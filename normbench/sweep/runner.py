@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError, RunFault
-from normbench.records import check_output_dir
+from normbench.files import check_output_dir
+from normbench.results import display_url, storage_url, sweep_dir
 from normbench.sweep.export import write_trials_csv
-from normbench.sweep.locks import display_url
-from normbench.sweep.paths import storage_url, sweep_dir
 from normbench.sweep.plan import Plan, make_plan
 from normbench.sweep.progress import count, final_line, trial_line
 from normbench.sweep.spec import load_spec, split_args

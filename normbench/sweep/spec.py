@@ -175,7 +175,7 @@ class SweepSpec:
             if "choices" in s:
                 s["choices"] = list(s["choices"])
         if self.storage:  # a password in the URL is for connecting only, never stored
-            from normbench.sweep.locks import display_url
+            from normbench.results import display_url
 
             out["storage"] = display_url(self.storage)
         return out

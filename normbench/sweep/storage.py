@@ -26,6 +26,7 @@ from optuna.storages import RDBStorage
 
 from normbench.errors import ConfigError, RunFault
 from normbench.faults import RESUME_HINT, as_fault, causes, first_line, root_cause
+from normbench.results import display_url, inspect_sqlite, sqlite_path
 
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
@@ -36,44 +37,7 @@ class StorageUnreachable(RunFault):
     """The database stayed unreachable for longer than `sweep.storage_patience`."""
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file of an SQLite URL (None for other backends and in-memory databases)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(str(parsed.database))
-
-
-def _display(url: str) -> str:
-    from normbench.sweep.locks import display_url
-
-    return display_url(url)
-
-
 # ---------------------------------------------------------------- before any work
-
-
-def inspect_sqlite(path: Path) -> bool:
-    """Whether the SQLite file `path` holds Optuna's tables (False: empty); read-only, writes nothing.
-
-    Raises:
-        RunFault: the file is not a database or fails SQLite's quick_check (corrupt pages anywhere).
-    """
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=120)
-        try:
-            check = conn.execute("PRAGMA quick_check").fetchall()
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise as_fault(e, str(path)) or RunFault(f"cannot read {path}: {first_line(e)}") from None
-    if check != [("ok",)]:
-        detail = "; ".join(str(r[0]) for r in check[:2])
-        raise as_fault(sqlite3.DatabaseError(f"database disk image is malformed: {detail}"), str(path)) from None
-    return "studies" in tables
 
 
 def study_exists(url: str, name: str) -> bool:
@@ -115,7 +79,7 @@ def check_storage(url: str, sweep: str, explicit: bool, trials_dir: Path) -> Non
         ConfigError: unreachable server, missing database or directory, or a new study over old trials/.
         RunFault: a corrupt SQLite file.
     """
-    shown = _display(url)
+    shown = display_url(url)
     path = sqlite_path(url)
     if path is not None and explicit and not path.parent.is_dir():
         raise ConfigError(f"sweep {sweep}: sweep.storage={shown}: directory {path.parent} does not exist; create "
@@ -197,7 +161,7 @@ class Retrier:
         from sqlalchemy.engine import make_url
 
         self.patience = patience
-        self.shown = shown or _display(url)
+        self.shown = shown or display_url(url)
         self.backend = make_url(url).get_backend_name()
         path = sqlite_path(url)
         self.where = str(path) if path is not None else self.shown

@@ -18,7 +18,7 @@ User attributes of every trial (the contract with the report commands):
     run_dir    <results_dir>/<sweep>/trials/<number>/
     summary.0, summary.1, ..., summary_parts
                the run's whole summary.json, as JSON text in parts (COMPLETE trials; also diverged and pruned
-               ones); read it with `normbench.sweep.records.stored_summary`
+               ones); read it with `normbench.results.stored_summary`
     metric.<key>  the headline metrics of the summary as numbers (test_acc, val_acc, the objective, ...)
     fail_reason  one line (FAIL trials; null when COMPLETE or PRUNED; while RUNNING, the reason the trial
                keeps if its worker dies)
@@ -41,10 +41,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError, RunFault
-from normbench.sweep.locks import display_url, driver_url, study_lock
-from normbench.sweep.paths import sweep_dir
+from normbench.results import display_url, summary_keys, sweep_dir
+from normbench.sweep.locks import driver_url, study_lock
 from normbench.sweep.plan import Plan, config_id, point_key, record_differences
-from normbench.sweep.records import summary_keys
 from normbench.sweep.spec import SweepSpec, pruner_class, sampler_class
 from normbench.sweep.storage import Retrier, RetryingRDBStorage
 

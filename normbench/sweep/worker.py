@@ -24,8 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError, RunFault
 from normbench.faults import as_fault
+from normbench.results import store_summary
 from normbench.sweep.plan import command_line
-from normbench.sweep.records import store_summary
 from normbench.sweep.storage import StorageUnreachable
 from normbench.sweep.study import SweepStudy
 

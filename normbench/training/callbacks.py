@@ -86,7 +86,8 @@ class EpochEvaluator(L.Callback):
         self.initial_loss: float | None = None
 
     def _eval(self, module: L.LightningModule, split: str) -> tuple[float, float]:
-        return evaluate(module.net, self.data.loader(split, self.eval_batch_size))
+        result = evaluate(module.net, self.data.loader(split, self.eval_batch_size))
+        return result.loss, result.acc
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1

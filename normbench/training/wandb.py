@@ -2,8 +2,8 @@
 
 A run is logged with its whole resolved config (top-level keys `norm`, `data`, ... so W&B can group by
 `norm.name`), per-epoch metrics (from normbench's EpochEvaluator through Lightning), the final summary
-record and, when the calibration callback wrote `<out_dir>/calibration.json`, its per-layer errors as a
-wandb.Table. Project `logger.project` (default normbench), group `logger.group` or the sweep's name, tags
+record and, when the measurements callback wrote `<out_dir>/calibration.json`, its per-layer errors as a
+wandb.Table. Project `logger.project` (default normbench), group `logger.group` (a sweep sets its name), tags
 model, norm and dataset. Without an API key (environment or netrc) and without WANDB_MODE, the run is
 offline (wandb 0.31 would otherwise raise a UsageError) and is written under `<results_dir>/wandb/`;
 upload it later with `wandb sync <results_dir>/wandb/wandb/offline-run-*`.
@@ -29,22 +29,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from normbench.report.wandb_env import has_api_key
+from normbench.wandb_env import has_api_key
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_COLUMNS = ["epoch", "layer", "channels", "mean_rel_err", "var_log_ratio", "kl"]
 # Summary fields logged elsewhere: the config (the run config) and the per-epoch history (the run history).
 _NOT_SCALAR = ("history", "config")
-
-
-def sweep_group(cfg: DictConfig) -> str | None:
-    """`logger.group`, else the name of the sweep the run belongs to (a `sweep.name` config key), else None."""
-    if cfg.logger.get("group"):
-        return str(cfg.logger.group)
-    sweep = cfg.get("sweep")
-    if isinstance(sweep, (dict, DictConfig)) and sweep.get("name"):
-        return str(sweep.get("name"))
-    return None
 
 
 class NormbenchWandbLogger(WandbLogger):
@@ -91,7 +81,7 @@ def make_wandb_logger(cfg: DictConfig, config: dict[str, Any], out_dir: Path) ->
     offline = (not has_api_key() and not mode) or mode in ("offline", "dryrun")
     save_dir = Path(cfg.results_dir) / "wandb"
     save_dir.mkdir(parents=True, exist_ok=True)
-    group = sweep_group(cfg)
+    group = str(cfg.logger.group) if cfg.logger.get("group") else None  # a sweep's trials: the sweep's name
     tags = list(dict.fromkeys([cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags]))
     fallback = (f"logging this run offline under {save_dir / 'wandb'}; upload it later with "
                 f"`wandb sync {save_dir / 'wandb'}/offline-run-*`")

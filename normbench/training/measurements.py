@@ -2,7 +2,7 @@
 
 Every `calib.every_n_epochs` epochs (and always after the last one) `CalibrationMonitor` compares each
 running-statistics layer's EMA with population statistics of the current weights
-(`normbench.metrics.calibration`) and evaluates the test set with those population statistics
+(`normbench.metrics.running_stats`) and evaluates the test set with those population statistics
 (precise BN). After training it adds the batch-statistics accuracies and the expected calibration
 error of the predictions. Everything runs on deep copies; the trained model is not modified.
 
@@ -42,9 +42,9 @@ from torch import nn
 
 from normbench.data import InMemoryData
 from normbench.data.memory import BatchLoader
+from normbench.files import write_json_atomic
 from normbench.metrics import evaluate
-from normbench.metrics.calibration import Calibration, calibrate, evaluate_with_ece
-from normbench.records import write_json_atomic
+from normbench.metrics.running_stats import Calibration, calibrate
 
 CALIBRATION_FILE = "calibration.json"
 # Aggregate fields that do not change between epochs: in calibration.json and the summary, not the history.
@@ -153,10 +153,10 @@ class CalibrationMonitor(L.Callback):
         """Test figures of the population-statistics model `cal.model` (all null without one)."""
         if cal.model is None:
             return dict.fromkeys(PRECISE_KEYS)
-        precise = evaluate_with_ece(cal.model, self._test_batches(), self.data.num_classes, self.ece_bins)
-        gain = precise["acc"] - ema_test_acc if ema_test_acc is not None else None
-        return {"test_acc_precise": precise["acc"], "test_loss_precise": precise["loss"],
-                "test_ece_precise": precise["ece"], "precise_gain": gain}
+        precise = evaluate(cal.model, self._test_batches(), ece_bins=self.ece_bins)
+        gain = precise.acc - ema_test_acc if ema_test_acc is not None else None
+        return {"test_acc_precise": precise.acc, "test_loss_precise": precise.loss,
+                "test_ece_precise": precise.ece, "precise_gain": gain}
 
     def _measure_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, Any]:
         """Measures, records the epoch in calibration.json and its history record; returns the aggregate."""
@@ -204,7 +204,7 @@ class CalibrationMonitor(L.Callback):
         if self.precise_test_every_epoch:
             ema = (self._record(self._epoch) or {}).get("test_acc")
             if ema is None:  # no evaluator: one extra eval-mode pass
-                ema = self._guard("test_acc_precise", lambda: evaluate(pl_module.net, self._test_batches())[1])
+                ema = self._guard("test_acc_precise", lambda: evaluate(pl_module.net, self._test_batches()).acc)
             figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
         pl_module.log_dict(_loggable(figures), on_epoch=True, prog_bar=False, logger=bool(trainer.loggers))
 
@@ -212,13 +212,12 @@ class CalibrationMonitor(L.Callback):
         if self._epoch == 0 or self._diverged():
             return
         net = pl_module.net
-        ema = self._guard("test_ece", evaluate_with_ece, net, self._test_batches(), self.data.num_classes,
-                          self.ece_bins)
-        ema_acc = ema["acc"] if ema is not None else (self._record(self._epoch) or {}).get("test_acc")
+        ema = self._guard("test_ece", evaluate, net, self._test_batches(), False, self.ece_bins)
+        ema_acc = ema.acc if ema is not None else (self._record(self._epoch) or {}).get("test_acc")
         to_log: dict[str, Any] = {}
         if self._last is None or self._last[0] != trainer.global_step:  # last epoch not on the schedule
             to_log.update(self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch) or {})
-        final: dict[str, Any] = {"test_ece": None if ema is None else ema["ece"], "recalibrated": False}
+        final: dict[str, Any] = {"test_ece": None if ema is None else ema.ece, "recalibrated": False}
         cal = None
         if self._last is not None and self._last[0] == trainer.global_step:  # calibrated with the final weights
             _, cal, figures, _ = self._last
@@ -246,7 +245,8 @@ class CalibrationMonitor(L.Callback):
     def _recalibrated(self, cal: Calibration, final: dict[str, Any]) -> dict[str, Any]:
         """The population-statistics model's figures as the run's headline train/test figures."""
         record = self._record(self._epoch) or {}
-        train_loss, train_acc = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
+        train = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
+        train_loss, train_acc = train.loss, train.acc
         return {"test_acc": final["test_acc_precise"], "test_loss": final["test_loss_precise"],
                 "test_ece": final["test_ece_precise"], "train_acc": train_acc, "train_loss": train_loss,
                 "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": record.get("train_acc"),
@@ -257,8 +257,7 @@ class CalibrationMonitor(L.Callback):
         x, y = self.data.split(split)
         batches = self._train_mode_loader(x, y, shuffle=True)
         # A fresh copy per pass: train mode rewrites running buffers, and some norms read them in train mode.
-        _, acc = evaluate(copy.deepcopy(net), batches, train_mode=True)
-        return acc, batches.left_out
+        return evaluate(copy.deepcopy(net), batches, train_mode=True).acc, batches.left_out
 
     def summary(self) -> dict[str, Any]:
         """The final figures; every key is present (null when training diverged before any measurement).

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 REL_EPS = 1e-8  # keeps mean_rel_err finite for a layer whose population mean is exactly zero
@@ -328,30 +327,3 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> 
     measured.train(model.training)
     return Calibration(rows, aggregate(rows), measured, samples)
 
-
-@torch.no_grad()
-def evaluate_with_ece(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                      n_bins: int = 15) -> dict[str, float]:
-    """Eval-mode loss, accuracy and expected calibration error (torchmetrics, L1, equal-width bins).
-
-    ECE is the *prediction* calibration (confidence vs. accuracy), unrelated to the running-statistics
-    calibration above; both are reported because the two are easily conflated.
-    """
-    from torchmetrics.classification import MulticlassCalibrationError
-
-    ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=n_bins, norm="l1")
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    try:
-        for x, y in batches:
-            logits = model(x).float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            count += y.numel()
-            ece.update(logits.softmax(1).cpu(), y.cpu())
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate_with_ece() got no batches")
-    return {"loss": loss_sum / count, "acc": correct / count, "ece": float(ece.compute())}

@@ -69,6 +69,9 @@ class OptimSchema:
     lr: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # Weight decay on the norm layers' parameters (scales, shifts), as torchvision's references split them
+    # (split_normalization_params): decaying them is a confound when norms are compared. null: weight_decay.
+    norm_weight_decay: float | None = 0.0
     nesterov: bool = False
     scheduler: Literal["none", "cosine"] = "none"
 
@@ -399,6 +402,8 @@ def check_optim(optim: dict[str, Any]) -> None:
         raise ConfigError(f"optim.momentum must be in [0, 1), got {optim['momentum']}")
     if optim["weight_decay"] < 0:
         raise ConfigError(f"optim.weight_decay must be >= 0, got {optim['weight_decay']}")
+    if optim["norm_weight_decay"] is not None and optim["norm_weight_decay"] < 0:
+        raise ConfigError(f"optim.norm_weight_decay must be >= 0 or null, got {optim['norm_weight_decay']}")
 
 
 def check_strategy(strategy: str) -> None:

@@ -213,7 +213,8 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 def problems(summary: Mapping[str, Any]) -> list[str]:
     """Every way `summary` departs from this definition: undeclared keys (top level and per epoch), wrong types.
 
-    Missing fields are not problems (older records lack newer fields; some are written only when they apply).
+    Missing fields are not problems (older records lack newer fields; some are written only when they apply),
+    and neither is null, nor a NaN or infinity (the record file holds them as null).
     """
     out = []
 
@@ -222,12 +223,11 @@ def problems(summary: Mapping[str, Any]) -> list[str]:
         if field is None or not getattr(field, place):
             out.append(f"{where}{key}: not declared{'' if field is None else f' as {place}'}")
             return
-        if value is None:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):  # written as null
             return
         allowed = _JSON_TYPES[field.type]
         wrong_bool = isinstance(value, bool) and bool not in allowed  # JSON true is not a number
-        not_finite = isinstance(value, float) and not math.isfinite(value)  # not valid JSON either
-        if wrong_bool or not_finite or not isinstance(value, allowed):
+        if wrong_bool or not isinstance(value, allowed):
             out.append(f"{where}{key}: {value!r} is not {field.type}")
 
     for key, value in summary.items():

@@ -35,7 +35,9 @@ from normbench.run_facts import (
 )
 from normbench.training import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.training.accumulation import accumulation_callbacks
-from normbench.training.measurements import calibration_callbacks, failure_reason
+from normbench.training.history import EpochHistory, RecordPart
+from normbench.training.measurements import failure_reason, measurement_callbacks
+from normbench.training.module import norm_decay
 
 SUMMARY_FILE = "summary.json"
 
@@ -158,7 +160,8 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     Args:
         cfg: a config from `normbench.config.load_config`, or a mapping, possibly partial, completed with the
             same YAML defaults as the command line (`normbench.config.from_mapping`).
-        callbacks: extra Lightning callbacks; any with a `summary()` method adds its fields to the record.
+        callbacks: extra Lightning callbacks; a `normbench.training.history.RecordPart` among them follows the
+            per-epoch history and adds its `summary()` fields (declared in normbench.record) to the record.
     """
     if not isinstance(cfg, DictConfig):
         cfg = from_mapping(cfg)
@@ -200,12 +203,19 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
 
     module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved})
     throughput = ThroughputMonitor()
-    evaluator = EpochEvaluator(data, cfg.data.eval_batch_size)
-    # Epoch-end order matters: accumulation windows are committed before the evaluator measures, and
-    # calibration adds its per-epoch figures to the evaluator's history records.
+    # The record's parts: the evaluator opens each epoch's history entry and publishes it; the measurements
+    # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
+    parts: list[RecordPart] = [throughput, EpochEvaluator(data, cfg.data.eval_batch_size),
+                               *measurement_callbacks(cfg, data, out_dir),
+                               *(cb for cb in callbacks if isinstance(cb, RecordPart))]
+    history = EpochHistory()
+    for part in parts:
+        part.attach(history)
     trained = TrainingFinished()  # first: its on_train_end runs before any measurement's
-    all_callbacks: list[L.Callback] = [trained, throughput, *accumulation_callbacks(net), evaluator,
-                                       *calibration_callbacks(cfg, data, evaluator, out_dir), *callbacks]
+    # Epoch-end hooks in list order: the throughput clock stops, then accumulation windows are committed,
+    # then the evaluator measures (and the other parts follow its published entry).
+    all_callbacks: list[L.Callback] = [trained, throughput, *accumulation_callbacks(net), *parts[1:],
+                                       *(cb for cb in callbacks if not isinstance(cb, RecordPart))]
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
@@ -258,13 +268,11 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         raise
 
     summary: dict[str, Any] = {"status": "ok", "measurement_errors": {}}
-    for cb in all_callbacks:
-        part = getattr(cb, "summary", None)
-        if callable(part):
-            try:
-                summary.update(part())
-            except Exception as e:  # noqa: BLE001 - one callback's figures must not lose the run
-                errors[f"{type(cb).__name__}.summary"] = failure_reason(e)
+    for part in parts:
+        try:
+            summary.update(part.summary())
+        except Exception as e:  # noqa: BLE001 - one part's figures must not lose the run
+            errors[f"{type(part).__name__}.summary"] = failure_reason(e)
     summary["measurement_errors"] = {**summary["measurement_errors"], **errors}
     if summary.get("diverged_at_epoch") is not None:
         summary["status"] = "diverged"
@@ -279,6 +287,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "dataset": cfg.data.name,
         "batch_size": cfg.data.batch_size,
         "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
+        "norm_weight_decay": norm_decay(cfg.optim.weight_decay, cfg.optim.norm_weight_decay),
         "threads": threads,
         "emulate_devices": cfg.trainer.emulate_devices,
         "norm_batch_size": norm_batch_size(cfg),

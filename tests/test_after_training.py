@@ -12,6 +12,7 @@ from normbench.config import load_config
 from normbench.data.memory import BatchLoader
 from normbench.norms import NORMS
 from normbench.train import train
+from normbench.training.history import RecordPart
 from normbench.training.measurements import MEASUREMENTS, SUMMARY_KEYS, CalibrationMonitor
 from tests.conftest import TINY
 
@@ -75,7 +76,7 @@ class ExplodesAtTrainEnd(L.Callback):
         raise RuntimeError("disk full while writing the extra figure")
 
 
-class ExplodingSummary(L.Callback):
+class ExplodingSummary(RecordPart):
     def summary(self):
         raise KeyError("figure")
 

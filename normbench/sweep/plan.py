@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from normbench import record
 from normbench.errors import ConfigError
 from normbench.sweep.spec import SweepSpec
 
@@ -323,7 +324,8 @@ def default_threads(n_workers: int) -> int:
     return max(1, torch.get_num_threads() // n_workers)
 
 
-PER_EPOCH = ("val_acc", "val_loss", "train_acc", "train_loss", "train_acc_running", "train_loss_running")
+# The objectives a pruner can follow: the record's per-epoch fields measured at every epoch end, not on the test set.
+PER_EPOCH = record.PER_EPOCH_OBJECTIVES
 
 
 def _check_objective(spec: SweepSpec, base_cfg: DictConfig) -> None:

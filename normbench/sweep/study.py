@@ -137,6 +137,18 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     return cls(**spec.pruner_options)
 
 
+def with_norm_weight_decay(old: dict[str, Any]) -> dict[str, Any]:
+    """A base record from before `optim.norm_weight_decay` existed states the decay its norms had: weight_decay.
+
+    So a study run without weight decay resumes under the default (0.0), and one run with it says what
+    changed instead of silently decaying its norm parameters differently.
+    """
+    optim = old.get("optim")
+    if not isinstance(optim, dict) or "norm_weight_decay" in optim or "weight_decay" not in optim:
+        return old
+    return {**old, "optim": {**optim, "norm_weight_decay": optim["weight_decay"]}}
+
+
 def fill_missing(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     """A copy of record `old` with each dotted key of `keys` it lacks taken from record `new`."""
     import copy
@@ -249,6 +261,7 @@ class SweepStudy:
             base = self.plan.base_record()
             if legacy:  # an older normbench did not store these: take them as stated now
                 old_base = fill_missing(old_base, base, LEGACY_UNRECORDED)
+            old_base = with_norm_weight_decay(old_base)
             diffs = record_differences(old_base, base)
             if diffs:
                 shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")

@@ -1,4 +1,4 @@
-"""Callbacks that measure: training throughput, and per-epoch evaluation into the run history."""
+"""Callbacks that measure: training throughput, and the per-epoch evaluation that opens each history entry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from normbench import record
 from normbench.data import InMemoryData
 from normbench.metrics import evaluate
+from normbench.training.history import EpochHistory, RecordPart
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -18,7 +20,7 @@ def _sync(module: L.LightningModule) -> None:
         torch.cuda.synchronize(module.device)
 
 
-class ThroughputMonitor(L.Callback):
+class ThroughputMonitor(RecordPart):
     """Training examples per second, counting only the training steps of each epoch.
 
     An epoch's clock runs from `on_train_epoch_start` to the end of its last optimizer step, so it
@@ -70,19 +72,16 @@ def divergence(train_loss: float, initial_loss: float | None) -> str | None:
     return None
 
 
-class EpochEvaluator(L.Callback):
+class EpochEvaluator(RecordPart):
     """At each epoch end: eval-mode loss/accuracy on the training and test sets (and validation split).
 
-    Appends one record per epoch to `history`, logs it, and stops training when the run diverged (see
-    `divergence`): `diverged_at_epoch` and `diverged_reason` say when and why.
+    Opens the epoch's entry of the run's `EpochHistory` and publishes it to the other parts, logs it, and
+    stops training when the run diverged (see `divergence`): the history says when and why.
     """
 
     def __init__(self, data: InMemoryData, eval_batch_size: int) -> None:
         self.data = data
         self.eval_batch_size = eval_batch_size
-        self.history: list[dict[str, Any]] = []
-        self.diverged_at_epoch: int | None = None
-        self.diverged_reason: str | None = None
         self.initial_loss: float | None = None
 
     def _eval(self, module: L.LightningModule, split: str) -> tuple[float, float]:
@@ -90,33 +89,41 @@ class EpochEvaluator(L.Callback):
         return result.loss, result.acc
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        history = self.history
+        if history is None:  # pragma: no cover - train() attaches the run's history
+            raise RuntimeError("EpochEvaluator needs an EpochHistory (RecordPart.attach) before training")
         epoch = trainer.current_epoch + 1
         run_loss, run_acc = pl_module.epoch_train_stats()
-        record: dict[str, Any] = {"epoch": epoch, "train_loss_running": run_loss, "train_acc_running": run_acc}
+        figures: dict[str, Any] = {"train_loss_running": run_loss, "train_acc_running": run_acc}
         self.initial_loss = getattr(pl_module, "initial_loss", None)
         reason = divergence(run_loss, self.initial_loss)
         if reason is not None:
-            self.diverged_at_epoch, self.diverged_reason = epoch, reason
+            history.diverge(epoch, reason)
             trainer.should_stop = True
-            self.history.append(record)
+            history.publish(trainer, pl_module, history.start(epoch, figures))
             return
-        record["train_loss"], record["train_acc"] = self._eval(pl_module, "train")
-        record["test_loss"], record["test_acc"] = self._eval(pl_module, "test")
-        record["acc_gap"] = record["train_acc"] - record["test_acc"]
+        figures["train_loss"], figures["train_acc"] = self._eval(pl_module, "train")
+        figures["test_loss"], figures["test_acc"] = self._eval(pl_module, "test")
+        figures["acc_gap"] = figures["train_acc"] - figures["test_acc"]
         if self.data.val_x is not None:
-            record["val_loss"], record["val_acc"] = self._eval(pl_module, "val")
-        self.history.append(record)
+            figures["val_loss"], figures["val_acc"] = self._eval(pl_module, "val")
+        entry = history.start(epoch, figures)
         has_logger = bool(trainer.loggers)
-        pl_module.log_dict({k: float(v) for k, v in record.items() if k not in ("epoch", "test_acc")},
+        pl_module.log_dict({k: float(v) for k, v in entry.items() if k not in ("epoch", "test_acc")},
                            on_epoch=True, prog_bar=False, logger=has_logger)
-        pl_module.log("test_acc", record["test_acc"], prog_bar=True, logger=has_logger)
+        pl_module.log("test_acc", entry["test_acc"], prog_bar=True, logger=has_logger)
+        history.publish(trainer, pl_module, entry)
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"history": self.history, "diverged_at_epoch": self.diverged_at_epoch,
-                               "diverged_reason": self.diverged_reason, "initial_loss": self.initial_loss}
-        final = next((h for h in reversed(self.history) if "test_acc" in h), {})
-        for key in ("train_acc", "test_acc", "acc_gap", "train_loss", "test_loss", "val_acc", "val_loss",
-                    "train_loss_running", "train_acc_running"):
+        history = self.history or EpochHistory()
+        out: dict[str, Any] = {"history": history.entries, "diverged_at_epoch": history.diverged_at_epoch,
+                               "diverged_reason": history.diverged_reason, "initial_loss": self.initial_loss}
+        final = next((h for h in reversed(history.entries) if "test_acc" in h), {})
+        for key in FINAL_KEYS:
             if key in final:
                 out[key] = final[key]
         return out
+
+
+# The evaluator's per-epoch fields whose last value is also the run's (top level of the record).
+FINAL_KEYS = record.names(writer="evaluator", per_epoch=True, run=True)

@@ -1,4 +1,4 @@
-"""Running-statistics calibration and the three-way accuracy split, measured during a run.
+"""The measurements after epochs: running-statistics calibration, the accuracy split, the ECE of the predictions.
 
 Every `calib.every_n_epochs` epochs (and always after the last one) `CalibrationMonitor` compares each
 running-statistics layer's EMA with population statistics of the current weights
@@ -40,25 +40,26 @@ import lightning as L
 import torch
 from torch import nn
 
+from normbench import record
 from normbench.data import InMemoryData
 from normbench.data.memory import BatchLoader
 from normbench.files import write_json_atomic
 from normbench.metrics import evaluate
 from normbench.metrics.running_stats import Calibration, calibrate
+from normbench.run_facts import norm_batch_size, step_batch_size
+from normbench.training.history import RecordPart
 
 CALIBRATION_FILE = "calibration.json"
-# Aggregate fields that do not change between epochs: in calibration.json and the summary, not the history.
-RUN_CONSTANTS = ("calib_layers", "calib_samples", "calib_left_out")
-SUMMARY_KEYS = ("calib_layers", "calib_mean_rel_err", "calib_mean_rel_err_worst", "calib_var_log_ratio",
-                "calib_var_log_ratio_worst", "calib_kl", "calib_kl_worst", "calib_worst_layer", "calib_samples",
-                "test_acc_ema", "test_acc_precise", "test_loss_precise", "precise_gain", "train_acc_batch",
-                "test_acc_batch", "test_ece", "test_ece_precise", "recalibrated", "calib_left_out",
-                "train_acc_batch_left_out", "test_acc_batch_left_out")
+# The record fields this callback writes, every one present (null when not measured); train_acc_ema only
+# comes with calib.recalibrate, `measurements` separately.
+SUMMARY_KEYS = tuple(n for n in record.names(writer="measurements") if n not in ("train_acc_ema", "measurements"))
+# Aggregate fields that do not change between epochs: in calibration.json and the record, not the history or logs.
+RUN_CONSTANTS = tuple(n for n in record.names(writer="measurements", per_epoch=False) if n.startswith("calib_"))
 PRECISE_KEYS = ("test_acc_precise", "test_loss_precise", "test_ece_precise", "precise_gain")
 # Measured once after training (the per-epoch figures are logged at each epoch end).
 FINAL_LOGGED = ("test_acc_ema", "train_acc_batch", "test_acc_batch", "test_ece")
 # The measurements, each guarded on its own (a failure nulls its figures and is recorded with its reason).
-MEASUREMENTS = ("calibration", "test_acc_precise", "test_ece", "train_acc_batch", "test_acc_batch", "recalibrate")
+MEASUREMENTS = record.MEASUREMENTS
 
 
 def failure_reason(e: BaseException) -> str:
@@ -67,7 +68,7 @@ def failure_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
 
 
-class CalibrationMonitor(L.Callback):
+class CalibrationMonitor(RecordPart):
     """Measures running-statistics calibration per epoch and the accuracy split at the end of training.
 
     Args:
@@ -87,15 +88,15 @@ class CalibrationMonitor(L.Callback):
         augment: apply the training augmentation in the population pass (the EMA saw augmented data).
         ece_bins: equal-width confidence bins of the ECE.
         out_dir: where calibration.json goes (None: not written).
-        evaluator: the run's EpochEvaluator; per-epoch figures are added to its history records and
-            its divergence flag stops the measurements.
+
+    Per epoch it runs when the run's evaluator has published the epoch (`epoch_evaluated`), adds its figures
+    to the epoch's history entry, and stops measuring once the history says the run diverged.
     """
 
     def __init__(self, data: InMemoryData, batch_size: int, *, norm_batch_size: int | None = None,
                  samples: int = 8192, every_n_epochs: int = 1,
                  recalibrate: bool = False, precise_test_every_epoch: bool = False, eval_batch_size: int = 1024,
-                 seed: int = 0, augment: bool = False, ece_bins: int = 15, out_dir: Path | str | None = None,
-                 evaluator: Any = None) -> None:
+                 seed: int = 0, augment: bool = False, ece_bins: int = 15, out_dir: Path | str | None = None) -> None:
         self.data = data
         self.batch_size = batch_size
         self.norm_batch_size = norm_batch_size or batch_size
@@ -108,7 +109,6 @@ class CalibrationMonitor(L.Callback):
         self.augment = augment
         self.ece_bins = ece_bins
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.evaluator = evaluator
         self.epochs: list[dict[str, Any]] = []  # calibration.json's entries
         self._final: dict[str, Any] = {}
         self._epoch = 0
@@ -178,23 +178,22 @@ class CalibrationMonitor(L.Callback):
             self._add_to_history(epoch, precise)
         return precise
 
-    def _record(self, epoch: int) -> dict[str, Any] | None:
-        """The evaluator's history record of `epoch` (eval-mode figures with the running statistics)."""
-        history = getattr(self.evaluator, "history", None) or []
-        return next((r for r in reversed(history) if r.get("epoch") == epoch), None)
+    def _entry(self, epoch: int) -> dict[str, Any]:
+        """The history entry of `epoch` (the evaluator's eval-mode figures with the running statistics)."""
+        entry = self.history.entry(epoch) if self.history is not None else None
+        return entry or {}
 
     def _add_to_history(self, epoch: int, figures: dict[str, Any]) -> None:
-        record = self._record(epoch)
-        if record is not None:
-            record.update({k: v for k, v in figures.items() if k not in RUN_CONSTANTS})
+        if self.history is not None:
+            self.history.add(epoch, figures)
 
     def _diverged(self) -> bool:
-        return getattr(self.evaluator, "diverged_at_epoch", None) is not None
+        return self.history is not None and self.history.diverged
 
     # -- hooks ----------------------------------------------------------------------------------------
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch = trainer.current_epoch + 1
+    def epoch_evaluated(self, trainer: L.Trainer, pl_module: L.LightningModule, entry: dict[str, Any]) -> None:
+        self._epoch = int(entry["epoch"])
         if self._diverged() or self._epoch % self.every_n_epochs:
             return
         measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
@@ -202,9 +201,7 @@ class CalibrationMonitor(L.Callback):
             return
         figures = dict(measured)
         if self.precise_test_every_epoch:
-            ema = (self._record(self._epoch) or {}).get("test_acc")
-            if ema is None:  # no evaluator: one extra eval-mode pass
-                ema = self._guard("test_acc_precise", lambda: evaluate(pl_module.net, self._test_batches()).acc)
+            ema = entry.get("test_acc")
             figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
         pl_module.log_dict(_loggable(figures), on_epoch=True, prog_bar=False, logger=bool(trainer.loggers))
 
@@ -213,7 +210,7 @@ class CalibrationMonitor(L.Callback):
             return
         net = pl_module.net
         ema = self._guard("test_ece", evaluate, net, self._test_batches(), False, self.ece_bins)
-        ema_acc = ema.acc if ema is not None else (self._record(self._epoch) or {}).get("test_acc")
+        ema_acc = ema.acc if ema is not None else self._entry(self._epoch).get("test_acc")
         to_log: dict[str, Any] = {}
         if self._last is None or self._last[0] != trainer.global_step:  # last epoch not on the schedule
             to_log.update(self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch) or {})
@@ -244,12 +241,12 @@ class CalibrationMonitor(L.Callback):
 
     def _recalibrated(self, cal: Calibration, final: dict[str, Any]) -> dict[str, Any]:
         """The population-statistics model's figures as the run's headline train/test figures."""
-        record = self._record(self._epoch) or {}
+        last = self._entry(self._epoch)
         train = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
         train_loss, train_acc = train.loss, train.acc
         return {"test_acc": final["test_acc_precise"], "test_loss": final["test_loss_precise"],
                 "test_ece": final["test_ece_precise"], "train_acc": train_acc, "train_loss": train_loss,
-                "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": record.get("train_acc"),
+                "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": last.get("train_acc"),
                 "recalibrated": True}
 
     def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int]:
@@ -279,15 +276,13 @@ def _loggable(figures: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in RUN_CONSTANTS}
 
 
-def calibration_callbacks(cfg: Any, data: InMemoryData, evaluator: Any, out_dir: Path) -> list[L.Callback]:
-    """The run's calibration callback for config `cfg` (none when `calib.enabled=false`)."""
+def measurement_callbacks(cfg: Any, data: InMemoryData, out_dir: Path) -> list[RecordPart]:
+    """The run's measurements callback for config `cfg` (none when `calib.enabled=false`)."""
     c = cfg.calib
     if not c.enabled:
         return []
-    from normbench.run_facts import norm_batch_size, step_batch_size
-
     return [CalibrationMonitor(data, step_batch_size(cfg), norm_batch_size=norm_batch_size(cfg),
                                samples=c.samples, every_n_epochs=c.every_n_epochs,
                                recalibrate=c.recalibrate, precise_test_every_epoch=c.precise_test_every_epoch,
                                eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, augment=cfg.data.augment,
-                               ece_bins=c.ece_bins, out_dir=out_dir, evaluator=evaluator)]
+                               ece_bins=c.ece_bins, out_dir=out_dir)]

@@ -58,14 +58,38 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
+        params = parameter_groups(self.net, cfg["weight_decay"], cfg.get("norm_weight_decay"))
         if cfg["name"] == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+            opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
                                   weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
         elif cfg["name"] == "adamw":
-            opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+            opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         else:  # pragma: no cover - the config schema only admits the names above
             raise ValueError(f"unknown optimizer '{cfg['name']}'; accepted: sgd, adamw")
         if cfg.get("scheduler", "none") == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+
+def norm_decay(weight_decay: float, norm_weight_decay: float | None) -> float:
+    """The weight decay the norm layers' parameters get (`norm_weight_decay`; null: `weight_decay`)."""
+    return weight_decay if norm_weight_decay is None else norm_weight_decay
+
+
+def parameter_groups(net: nn.Module, weight_decay: float, norm_weight_decay: float | None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the norm layers' parameters with their own weight decay.
+
+    As torchvision's `split_normalization_params`, but the norm layers are the model's norm sites (whatever
+    the factory built there, e.g. FRN's threshold or a per-device wrapper's norm), listed in `net.norm_sites`
+    by `normbench.models.build_model` (a model without it has no norm group). One group when both decays
+    are equal.
+    """
+    decay = norm_decay(weight_decay, norm_weight_decay)
+    params = list(net.parameters())
+    sites = getattr(net, "norm_sites", None) or []
+    norm_ids = {id(p) for site in sites for p in net.get_submodule(site).parameters()}
+    if decay == weight_decay or not norm_ids:
+        return [{"params": params}]
+    return [{"params": [p for p in params if id(p) not in norm_ids]},
+            {"params": [p for p in params if id(p) in norm_ids], "weight_decay": decay}]

@@ -22,31 +22,34 @@ as the command line: the Python API and the CLI give the same run for the same s
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from normbench import norms
+from normbench import norms, schema
 from normbench.data import DATASETS
 from normbench.errors import ConfigError
 from normbench.models import MODELS
+from normbench.overrides import parse, parse_value
 from normbench.paths import config_dir, group_choices
-from normbench.registry import Registry, coerce
+from normbench.registry import Registry
 from normbench.run_facts import norm_batch_size
+from normbench.schema import option
+
+MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 
 
 @dataclass
 class DataSchema:
     name: str = "fashion_mnist"
     root: str | None = None
-    batch_size: int = 256
-    eval_batch_size: int = 1024
+    batch_size: int = option(256, low=1)
+    eval_batch_size: int = option(1024, low=1)
     train_subset: int | None = None
     test_subset: int | None = None
-    val_fraction: float = 0.0
+    val_fraction: float = option(0.0, low=0, high=1, high_open=True)
     drop_last: bool = True
     augment: bool = False
     normalize: bool = False
@@ -66,31 +69,32 @@ class NormSchema:
 @dataclass
 class OptimSchema:
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 1.0
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    lr: float = option(1.0, low=0, low_open=True)
+    momentum: float = option(0.0, low=0, high=1, high_open=True)
+    weight_decay: float = option(0.0, low=0)
     # Weight decay on the norm layers' parameters (scales, shifts), as torchvision's references split them
     # (split_normalization_params): decaying them is a confound when norms are compared. null: weight_decay.
-    norm_weight_decay: float | None = 0.0
+    norm_weight_decay: float | None = option(0.0, low=0)
     nesterov: bool = False
     scheduler: Literal["none", "cosine"] = "none"
 
 
 @dataclass
 class TrainerSchema:
-    max_epochs: int = 10
-    accumulate_grad_batches: int = 1
+    max_epochs: int = option(10, low=1)
+    accumulate_grad_batches: int = option(1, low=1)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int = 1
-    emulate_devices: int = 1  # W data-parallel devices on one: BN-type norms normalize per slice of batch_size
+    devices: int = option(1, low=1)
+    # W data-parallel devices on one: BN-type norms normalize per slice of batch_size
+    emulate_devices: int = option(1, low=1)
     strategy: str = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
-    gradient_clip_val: float | None = None
+    gradient_clip_val: float | None = option(None, low=0, low_open=True)
     deterministic: bool = True
     progress_bar: bool = True
     # torch intra-op threads. CPU results depend on it (reductions split differently), so it is part of
     # the config; null: torch's own default (torch.get_num_threads()), resolved when the run starts.
-    threads: int | None = None
+    threads: int | None = option(None, low=1, say_null=False)
 
 
 @dataclass
@@ -104,19 +108,20 @@ class LoggerSchema:
 
 @dataclass
 class CalibSchema:
-    """Running-statistics calibration (normbench.training.measurements), measured in every run by default."""
+    """The measurements after epochs (normbench.training.measurements), made in every run by default: running-
+    statistics calibration (EMA vs population statistics), the accuracy split and the ECE of the predictions."""
 
     enabled: bool = True
-    samples: int = 8192  # training samples in the population-statistics pass
-    every_n_epochs: int = 1  # the last epoch is always measured
+    samples: int = option(8192, low=2)  # training samples in the population-statistics pass (2: a variance)
+    every_n_epochs: int = option(1, low=1)  # the last epoch is always measured
     recalibrate: bool = False  # report the population-statistics model's accuracy as test_acc
     precise_test_every_epoch: bool = False  # test_acc_precise at every measured epoch, not just the last
-    ece_bins: int = 15  # confidence bins of test_ece
+    ece_bins: int = option(15, low=1)  # confidence bins of test_ece (the predictions' calibration error)
 
 
 @dataclass
 class RootSchema:
-    seed: int = 0
+    seed: int = option(0, low=0, high=MAX_SEED, note="(numpy's seed range)")
     out_dir: str | None = None
     results_dir: str = "runs/sweeps"
 
@@ -170,35 +175,18 @@ def check_group_choice(group: str, value: object) -> str:
     raise ConfigError(f"unknown {group} '{value}'; accepted: {', '.join(choices) or '(none)'}")
 
 
-def _quote_home(text: str) -> str:
-    """`key=~/path` -> `key='~/path'`: Hydra's grammar has no bare `~` in values; the loaders expand it."""
-    key, sep, value = text.partition("=")
-    if sep and value.startswith("~") and "'" not in value and '"' not in value:
-        return f"{key}='{value}'"
-    return text
-
-
 def _prepare_overrides(overrides: list[str]) -> list[str]:
     """Checks group choices against the files on disk and lets value overrides through to validation."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
     out = []
     groups = _groups()
-    for text in overrides:
-        text = _quote_home(text)
-        try:
-            (ov,) = parser.parse_overrides([text])
-        except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
-            raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
-        key = ov.key_or_group
+    for given in overrides:
+        ov = parse(given)
+        text, key = ov.text, ov.key
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise ConfigError(f"override '{text}': hydra.* settings are not used (normbench runs nothing through "
                               "Hydra's app launcher); accepted instead: out_dir=DIR for the run directory")
-        if ov.is_sweep_override():
-            raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
-        if key in groups and ov.package is None and text[0] not in "+~":
-            value = ov.value()
+        if key in groups and ov.package is None and not ov.prefix:
+            value = ov.value
             if value is None:
                 out.append(text)
                 continue
@@ -271,63 +259,16 @@ def _interpolation_paths(node: Any, prefix: tuple) -> list[tuple]:
     return paths
 
 
-def parse_value(text: str) -> Any:
-    """`text` read as the value of a command-line override (number, bool, null, list, ... or the string)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        (ov,) = OverridesParser.create().parse_overrides([f"k={text}"])
-    except Exception:  # noqa: BLE001 - not override syntax (e.g. spaces): it stays a string
-        return text
-    if ov.is_sweep_override():  # `a,b` is a sweep on the command line; here it is the text
-        return text
-    return ov.value()
-
-
-def _check_fields(values: dict[str, Any], schema: type, where: str, extra: dict | None = None,
-                  extra_what: str = "") -> dict[str, Any]:
-    """Types-checks `values` against dataclass `schema` (+ registry options `extra`); fills defaults."""
-    known = {f.name: f for f in fields(schema)}
-    hints = typing.get_type_hints(schema)  # the annotations are postponed (strings) in this module
-    out: dict[str, Any] = {}
-    extra = extra or {}
-    for key, value in values.items():
-        path = f"{where}.{key}" if where else key
-        if key in known:
-            out[key] = _coerce(value, hints[key], path)
-        elif key in extra:
-            out[key] = _coerce(value, extra[key].type, path)
-        else:
-            accepted = [*known, *extra]
-            raise ConfigError(f"unknown key '{path}'{extra_what}; accepted: {', '.join(accepted)}")
-    for name, f in known.items():
-        if name not in out:
-            if f.default is not MISSING:
-                out[name] = f.default
-            elif f.default_factory is not MISSING:  # type: ignore[misc]
-                out[name] = f.default_factory()  # type: ignore[misc]
-    for name, opt in extra.items():
-        out.setdefault(name, opt.default)
-    return out
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    try:
-        return coerce(value, tp, path)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
 def validate(raw: dict[str, Any]) -> DictConfig:
     """Checks a composed config; returns it with defaults filled and types coerced."""
     raw = dict(raw)
     out: dict[str, Any] = {}
-    root_fields = {f.name for f in fields(RootSchema)}
+    root_fields = schema.keys(RootSchema)
     for key in raw:
         if key not in SECTIONS and key not in root_fields:
             accepted = sorted([*root_fields, *SECTIONS])
             raise ConfigError(f"unknown key '{key}'; accepted: {', '.join(accepted)}")
-    out.update(_check_fields({k: v for k, v in raw.items() if k in root_fields}, RootSchema, ""))
+    out.update(schema.check({k: v for k, v in raw.items() if k in root_fields}, RootSchema))
     for name, section in SECTIONS.items():
         values = raw.get(name) or {}
         if not isinstance(values, dict):
@@ -341,34 +282,15 @@ def validate(raw: dict[str, Any]) -> DictConfig:
                 raise ConfigError(str(e)) from None
             values = {**values, "name": entry.name}
             extra, what = entry.options, f" for {name}={entry.name}"
-        out[name] = _check_fields(values, section.schema, name, extra, what)
+        out[name] = schema.check(values, section.schema, name, extra=extra, extra_what=what)
     check_semantics(out)
     return OmegaConf.create(out)
 
 
-MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
-
-
 def check_semantics(cfg: dict[str, Any]) -> None:
-    """Cross-field checks that need no data: ranges, batch sizes vs. batch-statistics norms, devices."""
-    data, trainer, optim = cfg["data"], cfg["trainer"], cfg["optim"]
-    if not 0 <= cfg["seed"] <= MAX_SEED:
-        raise ConfigError(f"seed must be in [0, {MAX_SEED}] (numpy's seed range), got {cfg['seed']}")
-    positive = {
-        "data.batch_size": data["batch_size"], "data.eval_batch_size": data["eval_batch_size"],
-        "trainer.max_epochs": trainer["max_epochs"], "trainer.devices": trainer["devices"],
-        "trainer.emulate_devices": trainer["emulate_devices"],
-        "trainer.accumulate_grad_batches": trainer["accumulate_grad_batches"],
-    }
-    if trainer["threads"] is not None:
-        positive["trainer.threads"] = trainer["threads"]
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
-    check_calib(cfg["calib"])
-    check_optim(optim)
-    if trainer["gradient_clip_val"] is not None and not trainer["gradient_clip_val"] > 0:
-        raise ConfigError(f"trainer.gradient_clip_val must be > 0 or null, got {trainer['gradient_clip_val']}")
+    """What the schemas cannot say (their types and ranges are checked): the strategy, the dataset's own
+    options and sizes, the norm's options and its batches, devices."""
+    data, trainer = cfg["data"], cfg["trainer"]
     check_strategy(trainer["strategy"])
     check_data(data)
     norm_entry = norms.get(cfg["norm"]["name"])
@@ -394,18 +316,6 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         raise ConfigError("trainer.precision=16-mixed needs a GPU; on CPU use 32 or bf16-mixed")
 
 
-def check_optim(optim: dict[str, Any]) -> None:
-    """The optimizer's ranges (values are finite already: the schema refuses NaN and infinities)."""
-    if not optim["lr"] > 0:
-        raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
-    if not 0 <= optim["momentum"] < 1:
-        raise ConfigError(f"optim.momentum must be in [0, 1), got {optim['momentum']}")
-    if optim["weight_decay"] < 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0, got {optim['weight_decay']}")
-    if optim["norm_weight_decay"] is not None and optim["norm_weight_decay"] < 0:
-        raise ConfigError(f"optim.norm_weight_decay must be >= 0 or null, got {optim['norm_weight_decay']}")
-
-
 def check_strategy(strategy: str) -> None:
     """`trainer.strategy`: auto or a name in Lightning's strategy registry."""
     if strategy == "auto":
@@ -420,8 +330,6 @@ def check_strategy(strategy: str) -> None:
 
 def check_data(data: dict[str, Any]) -> None:
     """The data section's ranges, the dataset's own option checks and subsets vs. the dataset's size."""
-    if not 0.0 <= data["val_fraction"] < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']}")
     entry = DATASETS.get(data["name"])
     options = {k: v for k, v in data.items() if k in entry.options}
     check = entry.meta.get("check")  # fn(root, **options): value ranges, before anything is generated or read
@@ -437,13 +345,6 @@ def check_data(data: dict[str, Any]) -> None:
             if n is not None and not 1 <= n <= total:
                 raise ConfigError(f"data.{what}_subset={n} must be in [1, {total}]: {entry.name} has {total} "
                                   f"{what} samples (null: all of them)")
-
-
-def check_calib(calib: dict[str, Any]) -> None:
-    """The calib section's ranges (a population pass needs two samples to have a variance)."""
-    for key, minimum in (("samples", 2), ("every_n_epochs", 1), ("ece_bins", 1)):
-        if calib[key] < minimum:
-            raise ConfigError(f"calib.{key} must be >= {minimum}, got {calib[key]}")
 
 
 def resolve_accelerator(accelerator: str) -> str:

@@ -120,6 +120,18 @@ def type_name(tp: Any) -> str:
 
 
 _NONE_STRINGS = {"none", "null", "~"}
+_PHRASES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+            list: "a list"}
+
+
+def type_phrase(tp: Any) -> str:
+    """What a value of type hint `tp` is, in words ('an integer or null')."""
+    origin = typing.get_origin(tp)
+    if origin in _UNIONS:
+        return " or ".join("null" if a is type(None) else type_phrase(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(str, typing.get_args(tp)))}"
+    return _PHRASES.get(origin or tp, type_name(tp))
 
 
 def coerce(value: Any, tp: Any, what: str) -> Any:
@@ -145,13 +157,17 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
                 return coerce(value, a, what)
             except ValueError:
                 pass
-        raise ValueError(f"{what} must be {type_name(tp)}, got {value!r}")
+        raise ValueError(f"{what} must be {type_phrase(tp)}, got {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         for c in choices:
             if value == c or str(value) == str(c):
                 return c
         raise ValueError(f"{what} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{what} must be a mapping, got {value!r}")
+        return dict(value)
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):

@@ -15,7 +15,6 @@ searched distribution) once, so a bad key or value fails with one line before th
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import re
@@ -27,49 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench import record
 from normbench.errors import ConfigError
+from normbench.overrides import format_value
 from normbench.sweep.spec import SweepSpec
 
 _NAME_RE = re.compile(r"^[\w.-]+$")
-_BARE_RE = re.compile(r"^[\w./:@+-]+$")
 
 # Keys that do not change a trial's numbers: allowed to differ when a study is resumed.
 NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download")
-
-
-@functools.lru_cache(maxsize=1)
-def _parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def _parses_as(text: str) -> Any:
-    """What Hydra reads for an unquoted override value (None when it cannot parse it)."""
-    try:
-        return _parser().parse_overrides([f"k={text}"])[0].value()
-    except Exception:  # noqa: BLE001 - not parseable unquoted: quote it
-        return None
-
-
-def format_value(value: Any) -> str:
-    """A JSON-like value in Hydra override syntax (round-trips through Hydra's parser)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        if "\\" in value or "${" in value:
-            raise ConfigError(f"value {value!r}: backslashes and ${{...}} cannot be passed as an override")
-        if _BARE_RE.match(value) and _parses_as(value) == value:  # paths and names stay readable
-            return value
-        return "'" + value.replace("'", "\\'") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"value {value!r} of type {type(value).__name__} cannot be passed as an override")
 
 
 def is_group_key(key: str) -> bool:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
+from normbench.overrides import parse
 
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -149,12 +150,6 @@ class SweepSpec:
         """Config keys the sweep sets per trial, in declaration order (seed last)."""
         keys = [k for d in self.grid for k in d.keys] + [s.key for s in self.space]
         return [*keys, "seed"]
-
-    def replicas(self) -> list[dict[str, Any]]:
-        """Every (seed x grid combination) assignment; seeds outermost so that a partial run has whole seeds."""
-        combos = [dict(itertools.chain.from_iterable(a.items() for a in parts))
-                  for parts in itertools.product(*(d.assignments() for d in self.grid))]
-        return [{**c, "seed": s} for s in self.seeds for c in combos]
 
     def grid_combinations(self) -> list[dict[str, Any]]:
         """Every grid combination without the seed (what validation composes)."""
@@ -494,9 +489,6 @@ def load_spec(name: str, overrides: Mapping[str, Any] | None = None) -> SweepSpe
 
 def split_args(args: list[str]) -> tuple[str | None, dict[str, Any], list[str]]:
     """Splits command-line overrides into (sweep name, `sweep.<key>` settings, run overrides)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
     name: str | None = None
     settings: dict[str, Any] = {}
     rest: list[str] = []
@@ -505,19 +497,14 @@ def split_args(args: list[str]) -> tuple[str | None, dict[str, Any], list[str]]:
         if head != "sweep" and not head.startswith("sweep."):
             rest.append(text)
             continue
-        try:
-            (ov,) = parser.parse_overrides([text])
-        except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
-            raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
-        if ov.is_sweep_override():
-            raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
+        ov = parse(text)
         if head == "sweep":
-            name = str(ov.value())
+            name = str(ov.value)
         else:
             key = head[len("sweep."):]
             if "." in key:
                 raise ConfigError(f"'{head}': only top-level sweep settings can be overridden (sweep.<key>=...)")
-            settings[key] = ov.value()
+            settings[key] = ov.value
     if settings and name is None:
         raise ConfigError(f"sweep settings ({', '.join('sweep.' + k for k in settings)}) need sweep=NAME")
     return name, settings, rest

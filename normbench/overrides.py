@@ -1,0 +1,142 @@
+"""The one grammar of `key=value` arguments: Hydra's override syntax, for every command.
+
+The run config (`norm=gn`, `optim.lr=0.1`), a sweep's settings (`sweep.n_workers=4`), the report options
+(`table.columns=[test_acc,acc_gap]`) and a study's run settings are all read here, by one Hydra override
+parser: a value is a number, true/false, null, a quoted or bare string, a list `[a,b]` or a mapping
+`{key: value}`. YAML's spellings of the special floats (`.nan`, `.inf`, `-.inf`) read as those floats, as in
+the YAML files the same options come from. `a,b` (Hydra's sweep syntax) is refused: sweeps are declared in
+sweep files. `format_value` writes a value back so that it parses to the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from normbench.errors import ConfigError
+
+_BARE_RE = re.compile(r"^[\w./:@+-]+$")
+_YAML_FLOATS = {".nan": float("nan"), ".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf")}
+
+
+@functools.cache
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+@dataclass(frozen=True)
+class Override:
+    """One parsed `key=value` argument.
+
+    Attributes:
+        text: the argument as given (after `~/path` values were quoted).
+        key: the key (Hydra's key or group, e.g. `norm`, `optim.lr`, `sweep.n_workers`).
+        value: the value, read by the grammar.
+        prefix: `+`, `++` or `~` before the key (Hydra's add, force-add and delete), else ''.
+        package: Hydra's `@package`, if any.
+    """
+
+    text: str
+    key: str
+    value: Any
+    prefix: str = ""
+    package: str | None = None
+
+
+def quote_home(text: str) -> str:
+    """`key=~/path` -> `key='~/path'`: the grammar has no bare `~` in values; the loaders expand it."""
+    key, sep, value = text.partition("=")
+    if sep and value.startswith("~") and "'" not in value and '"' not in value:
+        return f"{key}='{value}'"
+    return text
+
+
+def parse(text: str) -> Override:
+    """Parses one `key=value` argument.
+
+    Raises:
+        ConfigError: not override syntax, or several values (`a,b`: a sweep is declared in a sweep file).
+    """
+    text = quote_home(text)
+    try:
+        (ov,) = _parser().parse_overrides([text])
+    except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
+        raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
+    if ov.is_sweep_override():
+        raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
+    prefix = next((p for p in ("++", "+", "~") if text.startswith(p)), "")
+    value = None if ov.is_delete() and ov.value() is None else _special_floats(ov.value())
+    return Override(text, ov.key_or_group, value, prefix, ov.package)
+
+
+def parse_value(text: str) -> Any:
+    """`text` read as the value of an override (number, bool, null, list, ...), else the text itself."""
+    try:
+        (ov,) = _parser().parse_overrides([f"k={text}"])
+    except Exception:  # noqa: BLE001 - not override syntax (e.g. spaces): it stays a string
+        return text
+    if ov.is_sweep_override():  # `a,b` is a sweep on the command line; here it is the text
+        return text
+    return _special_floats(ov.value())
+
+
+def _parses_as(text: str) -> Any:
+    """What the grammar reads for an unquoted value; None when it cannot read it (then it gets quoted)."""
+    try:
+        (ov,) = _parser().parse_overrides([f"k={text}"])
+    except Exception:  # noqa: BLE001 - not parseable unquoted: quote it
+        return None
+    return None if ov.is_sweep_override() else _special_floats(ov.value())
+
+
+def _special_floats(value: Any) -> Any:
+    if isinstance(value, str):
+        return _YAML_FLOATS.get(value.lower(), value)
+    if isinstance(value, list):
+        return [_special_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _special_floats(v) for k, v in value.items()}
+    return value
+
+
+def format_value(value: Any) -> str:
+    """A JSON-like value in the override syntax (it parses back to the same value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if "\\" in value or "${" in value:
+            raise ConfigError(f"value {value!r}: backslashes and ${{...}} cannot be passed as an override")
+        if _BARE_RE.match(value) and _parses_as(value) == value:  # paths and names stay readable
+            return value
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"value {value!r} of type {type(value).__name__} cannot be passed as an override")
+
+
+def key_values(args: list[str], command: str, accepted: list[str]) -> dict[str, Any]:
+    """`key=value` arguments of a command whose keys are all in `accepted`, as {key: value}.
+
+    Raises:
+        ConfigError: an argument that is not `key=value`, or an unknown key (the message lists the accepted).
+    """
+    out: dict[str, Any] = {}
+    for text in args:
+        key, sep, _ = text.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"'{command}' takes key=value arguments, got '{text}'; accepted keys: "
+                              f"{', '.join(accepted)}")
+        if key not in accepted:
+            raise ConfigError(f"unknown key '{key}' for '{command}'; accepted: {', '.join(accepted)}")
+        out[key] = parse(text).value
+    return out

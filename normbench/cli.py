@@ -119,6 +119,14 @@ def cmd_dashboard(args: list[str]) -> int:
     return 0
 
 
+@command("reproduce", "run a study of experiments/ and write results/<study>/; --check regenerates the committed "
+                      "results from their records (no training); --list shows the studies and their cost")
+def cmd_reproduce(args: list[str]) -> int:
+    from normbench.experiments.reproduce import main as reproduce
+
+    return reproduce(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

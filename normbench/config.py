@@ -75,6 +75,7 @@ class TrainerSchema:
     accumulate_grad_batches: int = 1
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: int = 1
+    emulate_devices: int = 1  # W data-parallel devices on one: BN-type norms normalize per slice of batch_size
     strategy: str = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     gradient_clip_val: float | None = None
@@ -110,7 +111,7 @@ class CalibSchema:
 class RootSchema:
     seed: int = 0
     out_dir: str | None = None
-    results_dir: str = "results"
+    results_dir: str = "runs/sweeps"
 
 
 @dataclass
@@ -384,6 +385,7 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     positive = {
         "data.batch_size": data["batch_size"], "data.eval_batch_size": data["eval_batch_size"],
         "trainer.max_epochs": trainer["max_epochs"], "trainer.devices": trainer["devices"],
+        "trainer.emulate_devices": trainer["emulate_devices"],
         "trainer.accumulate_grad_batches": trainer["accumulate_grad_batches"],
     }
     if trainer["threads"] is not None:
@@ -405,6 +407,9 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         msg = str(e)
         if "does not divide" not in msg:  # channel-dependent checks are made per layer in build_model
             raise ConfigError(msg) from None
+    if trainer["emulate_devices"] > 1 and cfg["norm"].get("accumulation_aware"):
+        raise ConfigError("norm.accumulation_aware=true cannot be combined with trainer.emulate_devices > 1; "
+                          "use one of them")
     if norm_entry.meta.get("batch_stats") and norm_batch_size(cfg) < 2:
         batch_free = [n for n in NORMS.names() if not NORMS.get(n).meta.get("batch_stats")]
         raise ConfigError(
@@ -481,6 +486,26 @@ def norm_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
     if per_call is not None:
         return int(per_call(cfg))
     return int(cfg["data"]["batch_size"])
+
+
+def step_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
+    """Samples in one training forward pass of one process: data.batch_size per emulated device."""
+    return int(cfg["data"]["batch_size"]) * int(cfg["trainer"].get("emulate_devices", 1))
+
+
+def effective_batch_size(cfg: dict[str, Any] | DictConfig) -> int:
+    """Samples behind one optimizer step: batch x accumulation x devices x emulated devices."""
+    t = cfg["trainer"]
+    return step_batch_size(cfg) * int(t["accumulate_grad_batches"]) * int(t["devices"])
+
+
+def per_device_norms(cfg: dict[str, Any] | DictConfig) -> bool:
+    """Whether the run's norm layers normalize per emulated device (batch-statistics norms that do not sync)."""
+    from normbench.norms import NORMS
+
+    entry = NORMS.get(cfg["norm"]["name"])
+    return (int(cfg["trainer"].get("emulate_devices", 1)) > 1 and bool(entry.meta.get("batch_stats"))
+            and not entry.meta.get("syncs_devices"))
 
 
 def resolve_accelerator(accelerator: str) -> str:

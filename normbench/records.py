@@ -45,6 +45,23 @@ def versions() -> dict[str, str | None]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What ran a run: CPU model and logical cores (the accelerator and threads are recorded beside it)."""
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count()}
+
+
 def finite_or_none(obj: Any) -> Any:
     """Replaces NaN/inf floats (not valid JSON) with None, recursively."""
     if isinstance(obj, float):

@@ -17,17 +17,28 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from normbench.config import DataSchema, from_mapping, norm_batch_size, options_of, resolve_accelerator, to_dict
+from normbench.config import (
+    DataSchema,
+    effective_batch_size,
+    from_mapping,
+    norm_batch_size,
+    options_of,
+    per_device_norms,
+    resolve_accelerator,
+    step_batch_size,
+    to_dict,
+)
 from normbench.data import InMemoryData, load_data
 from normbench.errors import ConfigError
 from normbench.lit import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.lit.accumulation import accumulation_callbacks
 from normbench.lit.calibration import calibration_callbacks, failure_reason
 from normbench.models import build_model
-from normbench.norms import NORMS
+from normbench.norms import NORMS, norm_factory
 from normbench.norms.momentum import running_stats_fields
+from normbench.norms.per_device import per_device
 from normbench.norms.sync import use_torch_sync_batchnorm
-from normbench.records import check_output_dir, git_info, versions, write_json_atomic
+from normbench.records import check_output_dir, git_info, machine, versions, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 
@@ -105,10 +116,26 @@ def load_run_data(cfg: DictConfig, device: torch.device | str = "cpu") -> InMemo
 def build_run_model(cfg: DictConfig, data: InMemoryData) -> torch.nn.Module:
     """The model for `cfg` sized to `data`; a bad norm/model option becomes a one-line ConfigError."""
     try:
-        return build_model(cfg.model.name, cfg.norm.name, data.num_classes, data.in_channels, data.image_size,
-                           norm_options=options_of(cfg.norm), **options_of(cfg.model))
+        factory = norm_factory(cfg.norm.name, **options_of(cfg.norm))
+        if per_device_norms(cfg):
+            factory = per_device(factory, cfg.trainer.emulate_devices, cfg.data.batch_size)
+        return build_model(cfg.model.name, factory, data.num_classes, data.in_channels, data.image_size,
+                           **options_of(cfg.model))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def norm_groups(cfg: DictConfig, net: torch.nn.Module) -> dict[str, int] | None:
+    """Each norm layer's group count, for a norm with a `groups` option (null otherwise)."""
+    if "groups" not in NORMS.get(cfg.norm.name).options:
+        return None
+    out = {}
+    for site in getattr(net, "norm_sites", []):
+        layer = net.get_submodule(site)
+        groups = getattr(layer, "num_groups", getattr(layer, "groups", None))
+        if isinstance(groups, int):
+            out[site] = groups
+    return out
 
 
 def make_logger(cfg: DictConfig, out_dir: Path):
@@ -160,9 +187,12 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
     net = build_run_model(cfg, data)
-    bs = cfg.data.batch_size
+    bs = step_batch_size(cfg)
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
-        raise ConfigError(f"data.batch_size={bs} is larger than the {len(data.train_x)} training samples "
+        w = cfg.trainer.emulate_devices
+        emulated = f" x trainer.emulate_devices={w}" if w > 1 else ""
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size}{emulated} is larger than the {len(data.train_x)} "
+                          "training samples "
                           "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
     if len(data.train_x) < 2 * cfg.trainer.devices:
         raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
@@ -250,14 +280,16 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "model": cfg.model.name,
         "norm": cfg.norm.name,
         "dataset": cfg.data.name,
-        "batch_size": bs,
+        "batch_size": cfg.data.batch_size,
         "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
         "threads": threads,
+        "emulate_devices": cfg.trainer.emulate_devices,
         "norm_batch_size": norm_batch_size(cfg),
         **running_stats_fields(cfg, net, samples_seen=throughput.examples),
+        "norm_groups": norm_groups(cfg, net),
         "accumulate_grad_batches": k,
         "devices": devices,
-        "effective_batch_size": bs * k * devices,
+        "effective_batch_size": effective_batch_size(cfg),
         "n_train": len(data.train_x),
         "n_test": len(data.test_x),
         "n_params": sum(p.numel() for p in net.parameters()),
@@ -269,6 +301,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "out_dir": str(out_dir),
         **git_info(),
         "versions": versions(),
+        "machine": machine(),
         "config": resolved,
     })
     if trainer.is_global_zero:

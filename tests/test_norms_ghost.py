@@ -101,3 +101,15 @@ def test_config_checks_ghost_batch_size_against_batch_size():
         load_config([*base, "norm.ghost_batch_size=12"])
     with pytest.raises(ConfigError, match="needs data.drop_last=true"):
         load_config([*base, "norm.ghost_batch_size=8", "data.drop_last=false"])
+
+
+def test_ghost_batch_larger_than_the_batch_is_plain_bn():
+    # e.g. the default ghost batch of 32 on 4 images per emulated device: one ghost batch, plain BatchNorm
+    cfg = load_config(["norm=ghost_bn", "data.batch_size=4", "norm.ghost_batch_size=32"])
+    assert norm_batch_size(cfg) == 4
+    torch.manual_seed(3)
+    shape = (4, 3, 2, 2)
+    ref = _bn_like(shape)
+    ours = build_norm("ghost_bn", 3, ghost_batch_size=32).double()
+    _randomize_affine(ref, ours)
+    assert_same_as_reference(ours, ref, shape)

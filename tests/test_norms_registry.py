@@ -43,7 +43,9 @@ def test_name_variants_resolve():
 def test_default_groups_divide(c):
     g = default_groups(c)
     assert c % g == 0 and 1 <= g <= 32
+    assert c // g >= 2 or c == 1  # never InstanceNorm by default
     assert build_norm("gn", c).num_groups == g
+    assert [default_groups(c) for c in (6, 16, 120, 84, 64, 512)] == [3, 8, 30, 28, 32, 32]
 
 
 def test_gn_groups_must_divide():

@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,28 @@ def check_without_training(args: list[str]) -> None:
         parse_report_args(rest, "table", "table", TABLE_OPTIONS)
     elif command in ("plot", "dashboard"):
         parse_report_args(rest, command, "report", REPORT_OPTIONS)
+    elif command == "reproduce":
+        check_reproduce(rest)
     else:
         assert main(args) == 0
+
+
+def check_reproduce(rest: list[str]) -> None:
+    """A `reproduce` line: parsed and planned (run), executed when it only reads (--list, --check)."""
+    from normbench.experiments import load_experiment
+    from normbench.experiments.reproduce import parse
+    from normbench.sweep.plan import make_plan
+
+    args = parse(rest)
+    if args.mode in ("list", "check"):
+        assert main(["reproduce", *rest]) == 0
+        return
+    exp = load_experiment(str(args.study), args.scale)
+    if args.mode == "regenerate":  # it would rewrite the committed files: check that it has what it needs
+        assert (REPO / "results" / exp.results_name / "records").is_dir()
+        return
+    for spec in exp.parts.values():
+        make_plan(spec, [])
 
 
 @pytest.mark.parametrize("args", readme_commands(), ids=lambda a: " ".join(a) or "(none)")
@@ -84,8 +105,17 @@ TINY_RUN = ["data.train_subset=512", "data.test_subset=128", "calib.samples=256"
             "trainer.progress_bar=false"]
 
 
-def tiny(args: list[str]) -> list[str]:
-    """A README line with tiny-data overrides appended where it would train for long."""
+def tiny(args: list[str], work: Path | None = None) -> list[str]:
+    """A README line with tiny-data overrides appended where it would train for long.
+
+    `reproduce` lines run their study at the smoke scale, and read or write results only under `work`.
+    """
+    if args and args[0] == "reproduce" and work is not None:
+        if "--list" in args:
+            return args
+        if "--check" in args or "--regenerate" in args:
+            return [*args, f"results_dir={work / 'results'}"]
+        return [*args, "scale=smoke", f"results_dir={work / 'results'}", f"work_dir={work / 'runs' / 'studies'}"]
     if not args or args[0] != "run":
         return args
     if any(a.startswith("sweep") for a in args):
@@ -114,16 +144,19 @@ def test_every_readme_command_runs(tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(home), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    if (REPO / "results").is_dir():  # --check and --regenerate read (and rewrite) a copy of the committed results
+        shutil.copytree(REPO / "results", work / "results")
     placeholder = None
     for args in readme_commands():
-        proc = subprocess.run([sys.executable, "-m", "normbench", *tiny(args)], cwd=work, env=env,
+        line = tiny(args, work)
+        proc = subprocess.run([sys.executable, "-m", "normbench", *line], cwd=work, env=env,
                               capture_output=True, text=True, timeout=600)
-        shown = f"python -m normbench {' '.join(tiny(args))}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        shown = f"python -m normbench {' '.join(line)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         if PLACEHOLDER_STORAGE in args:
             placeholder = proc, shown
         else:
             assert proc.returncode == 0, shown
-    assert (work / "results" / "bn_vs_gn" / "table.md").is_file()
+    assert (work / "runs" / "sweeps" / "bn_vs_gn" / "table.md").is_file()
     assert (work / "runs" / "acc4" / "summary.json").is_file()
     proc, shown = placeholder
     lines = proc.stderr.strip().splitlines()

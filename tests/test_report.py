@@ -395,7 +395,7 @@ def test_sweep_file_table_section_and_cli_overrides(results_dir, tmp_path, monke
     assert ref.options["compare"] == {"norm": "bn", "norm.momentum": 0.1} and ref.options["level"] == 0.9
     table = build_table(load_results(ref), ref.options)
     assert table.headers == ["norm", "B", "BN momentum", "test acc (%)", "KL",
-                             "Δ test acc (%) vs norm=bn, BN momentum=0.1 [90% CI]", "seeds ok"]
+                             "Δ test acc (%) vs norm=bn, BN momentum=0.1 (± 90% CI)", "seeds ok"]
     rows = {(r[0].text, r[1].text, r[2].text): r for r in table.rows}
     assert rows[("bn", "2", "0.1")][5].text == "baseline"
     kl = [run_summary(0, s)["calib_kl"] for s in SEEDS]

@@ -239,3 +239,27 @@ def test_final_trials_leave_out_requeued_originals():
     optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
     kept = [t.number for t in final_trials(study.get_trials())]
     assert kept == [1, 2] and json.dumps(study.trials[2].system_attrs["retry_history"]) == "[0]"
+
+
+def test_linked_values_may_set_different_keys(home):
+    # bn with and without pooled statistics beside gn, which has no such option: a key a value leaves
+    # out is not set for that trial (and is not one of its params).
+    home.write("mixed", TINY_BASE + """\
+grid:
+  setup:
+    - {norm: bn, norm.accumulation_aware: false}
+    - {norm: bn, norm.accumulation_aware: true}
+    - {norm: gn}
+seeds: [0]
+objective: val_acc
+""")
+    assert run_sweep(home.args("mixed")) == 0
+    trials = home.trials("mixed")
+    params = sorted((t.user_attrs["params"] for t in trials), key=lambda p: repr(sorted(p.items())))
+    assert params == [{"norm": "bn", "norm.accumulation_aware": False, "seed": 0},
+                      {"norm": "bn", "norm.accumulation_aware": True, "seed": 0},
+                      {"norm": "gn", "seed": 0}]
+    for t in trials:
+        cfg = read_json(Path(t.user_attrs["run_dir"]) / "summary.json")["config"]
+        assert cfg["norm"]["name"] == t.user_attrs["params"]["norm"]
+        assert ("accumulation_aware" in cfg["norm"]) == (cfg["norm"]["name"] == "bn")

@@ -83,3 +83,14 @@ def test_train_accepts_plain_dict(tmp_path):
 
 def test_default_config_loads_without_data_access():
     assert load_config([]).data.name == "fashion_mnist"
+
+
+def test_group_norms_record_each_layers_group_count(tiny_cfg):
+    summary = train(tiny_cfg("norm=gn")).summary
+    assert summary["norm_groups"] == {"features.norm1": 3, "features.norm2": 8, "classifier.norm3": 30,
+                                      "classifier.norm4": 28}
+    assert all(c // g >= 2 for c, g in zip((6, 16, 120, 84), summary["norm_groups"].values(), strict=True))
+
+
+def test_norms_without_groups_record_null(tiny_cfg):
+    assert train(tiny_cfg()).summary["norm_groups"] is None

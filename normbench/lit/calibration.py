@@ -285,9 +285,9 @@ def calibration_callbacks(cfg: Any, data: InMemoryData, evaluator: Any, out_dir:
     c = cfg.calib
     if not c.enabled:
         return []
-    from normbench.config import norm_batch_size
+    from normbench.config import norm_batch_size, step_batch_size
 
-    return [CalibrationMonitor(data, cfg.data.batch_size, norm_batch_size=norm_batch_size(cfg),
+    return [CalibrationMonitor(data, step_batch_size(cfg), norm_batch_size=norm_batch_size(cfg),
                                samples=c.samples, every_n_epochs=c.every_n_epochs,
                                recalibrate=c.recalibrate, precise_test_every_epoch=c.precise_test_every_epoch,
                                eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, augment=cfg.data.augment,

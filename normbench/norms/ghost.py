@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from normbench.errors import ConfigError
 from normbench.norms.batch import BatchNorm, check_eps, check_momentum
 from normbench.norms.momentum import resolve_momentum
+from normbench.norms.per_device import ghost_batch_norm_forward
 from normbench.norms.registry import register_norm
 
 
@@ -35,27 +35,12 @@ class GhostBatchNorm(BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        n, c, g = x.shape[0], x.shape[1], self.ghost_batch_size
+        n, g = x.shape[0], self.ghost_batch_size
         if not self.training or n <= g:
             return super().forward(x)
         if n % g:
             raise ValueError(f"norm 'ghost_bn': ghost_batch_size={g} does not divide the batch of {n} samples")
-        k = n // g
-        running_mean = running_var = None
-        factor = 0.0
-        if self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            running_mean, running_var = self.running_mean.repeat(k), self.running_var.repeat(k)
-        weight = self.weight.repeat(k) if self.affine else None
-        bias = self.bias.repeat(k) if self.affine else None
-        y = F.batch_norm(x.reshape(g, k * c, *x.shape[2:]), running_mean, running_var, weight, bias,
-                         True, factor, self.eps)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.copy_(running_mean.view(k, c).mean(0))
-                self.running_var.copy_(running_var.view(k, c).mean(0))
-        return y.reshape(x.shape)
+        return ghost_batch_norm_forward(self, x, n // g)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
@@ -67,6 +52,8 @@ def ghost_batch_size_of(cfg: Any) -> int:
     Registered as the entry's `norm_batch_size`, so config validation calls it before any work.
     """
     g, bs = int(cfg["norm"]["ghost_batch_size"]), int(cfg["data"]["batch_size"])
+    if g >= bs:  # the whole batch is one ghost batch: plain BatchNorm
+        return bs
     if bs % g:
         raise ConfigError(f"norm 'ghost_bn': ghost_batch_size={g} does not divide data.batch_size={bs}")
     if g < bs and not cfg["data"]["drop_last"]:

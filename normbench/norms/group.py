@@ -19,8 +19,15 @@ from normbench.norms.registry import register_norm
 
 
 def default_groups(num_channels: int, max_groups: int = 32) -> int:
-    """Largest divisor of `num_channels` not above `max_groups` (works for every layer width)."""
-    return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+    """Largest divisor of `num_channels` not above `max_groups` that leaves >= 2 channels per group.
+
+    A group of one channel would make GroupNorm InstanceNorm (`in` is that); the GN paper's default of 32
+    groups assumes layers far wider than LeNet's 6 and 16 channels (which get 3 and 8 groups here).
+    A single channel is one group.
+    """
+    if num_channels < 2:
+        return 1
+    return max(g for g in range(1, min(num_channels // 2, max_groups) + 1) if num_channels % g == 0)
 
 
 def resolve_groups(norm: str, num_channels: int, groups: int | None, channels_per_group: int | None) -> int:

@@ -63,7 +63,7 @@ def running_stats_fields(cfg: Any, net: nn.Module | None = None, samples_seen: i
         All three are None for a norm without a momentum option; the horizon is None when the
         norm keeps no running statistics (`track_running_stats=false`) or never updates them (momentum 0).
     """
-    from normbench.config import norm_batch_size, options_of
+    from normbench.config import norm_batch_size, options_of, per_device_norms
     from normbench.norms import NORMS
 
     entry = NORMS.get(cfg["norm"]["name"])
@@ -79,6 +79,8 @@ def running_stats_fields(cfg: Any, net: nn.Module | None = None, samples_seen: i
         return out
     per_update = entry.meta.get("samples_per_update")  # e.g. ghost BN: one update covers all its ghost batches
     samples = int(per_update(cfg)) if per_update is not None else norm_batch_size(cfg)
+    if per_device_norms(cfg):  # one update averages the statistics of every emulated device's slice
+        samples *= int(cfg["trainer"]["emulate_devices"])
     if m is None:
         updates = _updates_made(net)
         if updates is None:

@@ -112,12 +112,13 @@ class SyncBatchNorm(BatchNorm):
 
 
 def samples_per_norm_call(cfg: Any) -> int:
-    """Samples each sync_bn call normalizes over: the per-device batch times the data-parallel ranks."""
-    return int(cfg["data"]["batch_size"]) * int(cfg["trainer"]["devices"])
+    """Samples each sync_bn call normalizes over: the per-device batch times the (real and emulated) devices."""
+    trainer = cfg["trainer"]
+    return int(cfg["data"]["batch_size"]) * int(trainer["devices"]) * int(trainer.get("emulate_devices", 1))
 
 
 @register_norm("sync_bn", aliases=("syncbn", "sync_batch_norm", "syncbatchnorm"), batch_stats=True,
-               running_stats=True, norm_batch_size=samples_per_norm_call)
+               running_stats=True, norm_batch_size=samples_per_norm_call, syncs_devices=True)
 def sync_batch_norm(
     num_channels: int,
     momentum: float | None = 0.1,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from normbench.errors import ConfigError
+from normbench.report.metrics import metric_value
 from normbench.sweep.paths import storage_url, sweep_dir
 from normbench.sweep.records import stored_summary
 
@@ -86,7 +86,7 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
     if unknown:
         raise ConfigError(f"unknown key '{section}.{unknown[0]}' in configs/sweep/{sweep}.yaml; "
                           f"accepted: {', '.join(accepted)}")
-    results_dir = Path(str(values.get("results_dir") or "results"))
+    results_dir = Path(str(values.get("results_dir") or "runs/sweeps"))
     storage = values.get("sweep.storage")
     return ReportArgs(sweep, results_dir, str(storage) if storage else None, options)
 
@@ -196,13 +196,10 @@ class TrialRecord:
             self.state, self.state.lower())
 
     def metric(self, key: str) -> float | None:
-        """A finite numeric summary field of an `ok` run, else None (diverged runs do not enter means)."""
+        """Metric `key` of an `ok` run (normbench.report.metrics), else None (diverged runs enter no means)."""
         if self.outcome != "ok":
             return None
-        value = (self.summary or {}).get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None
-        return float(value)
+        return metric_value(self.summary, key)
 
 
 def read_trials(study) -> list[TrialRecord]:

@@ -12,9 +12,16 @@ the method, n and the guard, the code version, a hash of the configurations and 
 stored result, so regenerating from the same study gives byte-identical files.
 
 Options (the sweep file's `table:` mapping, or `table.<key>=...` on the command line):
-    columns: metrics to show, names of summary fields or mappings {key, label, scale, digits, better};
-        default test_acc, acc_gap, test_acc_precise, calib_kl, examples_per_sec (those no run recorded
-        are left out and named in the footer).
+    layout: long (default: this module) or pivot (rows x columns of one metric: normbench.report.pivot).
+    metric: accuracy (default) or error: accuracy columns are shown as errors (100 - accuracy, lower is
+        better), e.g. test_acc as test error (%).
+    columns: metrics to show, names of summary fields or mappings {key, label, scale, digits, better,
+        relative_to}; `relative_to: {norm: bn}` shows each row's mean over the mean of the matching baseline
+        row (same other keys). Default test_acc, acc_gap, test_acc_precise, calib_kl, examples_per_sec (those
+        no run recorded are left out and named in the footer).
+    dims: the swept keys shown as columns (default all); where: {key: value} keeps matching rows only;
+    sort: a column's metric to order rows by (best first); references: rows of published numbers
+        [{label, key, rows: {value of key: {metric: number}}, source}]; caption: the LaTeX caption.
     compare: the baseline value of `compare_key` for the paired comparison (null: no comparison).
     compare_key: the swept key the baseline is chosen on (default `norm`).
     compare_metric: the metric compared (default: the first column).
@@ -25,12 +32,13 @@ Options (the sweep file's `table:` mapping, or `table.<key>=...` on the command 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
 from normbench.records import write_text_atomic
+from normbench.report.metrics import error_key
 from normbench.report.stats import PAIRED, WELCH, SeedStats, compare_seeds, holm_adjust
 from normbench.report.study import SweepResults
 
@@ -44,6 +52,7 @@ class Column:
     scale: float = 1.0
     digits: int = 4
     better: str | None = None  # max | min | absmin | None (no bold)
+    relative_to: dict[str, Any] | None = None  # shown relative to the mean of the matching baseline row
 
 
 KNOWN_COLUMNS = {c.key: c for c in [
@@ -54,6 +63,11 @@ KNOWN_COLUMNS = {c.key: c for c in [
     Column("test_acc_ema", "test acc, EMA stats (%)", 100, 2, "max"),
     Column("test_acc_batch", "test acc, batch stats (%)", 100, 2, "max"),
     Column("val_acc", "val acc (%)", 100, 2, "max"),
+    Column("train_acc_running", "train acc, batch stats, during the epoch (%)", 100, 2, "max"),
+    Column("train_acc_batch", "train acc, batch stats (%)", 100, 2, "max"),
+    Column("precise_gain", "precise - EMA test acc (pp)", 100, 2, "max"),
+    Column("test_ece", "test ECE", 1, 4, "min"),
+    Column("ema_horizon_samples", "EMA horizon (samples)", 1, 0, None),
     Column("test_loss", "test loss", 1, 4, "min"),
     Column("calib_kl", "calib. KL", 1, 4, "min"),
     Column("calib_mean_rel_err", "calib. mean rel. err", 1, 4, "min"),
@@ -82,12 +96,26 @@ TABLE_OPTIONS: dict[str, Any] = {
     "compare_metric": None,
     "level": 0.95,
     "labels": {},
+    "layout": "long",
+    "metric": "accuracy",
+    "dims": None,
+    "where": None,
+    "sort": None,
+    "references": None,
+    "caption": None,
+    # pivot layout (normbench.report.pivot)
+    "rows": None,
+    "cols": None,
+    "value": None,
+    "col_labels": None,
+    "row_options": False,
+    "deltas_only": False,
 }
 
 OUTCOME_ORDER = ["failed", "diverged", "pruned", "running", "queued", "missing"]
 
 
-COLUMN_FIELDS = ("key", "label", "scale", "digits", "better")
+COLUMN_FIELDS = ("key", "label", "scale", "digits", "better", "relative_to")
 MAX_DIGITS = 12
 
 
@@ -101,11 +129,15 @@ def column_spec(entry: Any, labels: dict[str, str]) -> Column:
         if unknown:
             raise ConfigError(f"table.columns entry {entry} has unknown field(s) {', '.join(sorted(unknown))}; "
                               f"accepted: {', '.join(COLUMN_FIELDS)}")
+        relative = entry.get("relative_to")
+        if relative is not None and not isinstance(relative, dict):
+            raise ConfigError(f"table.columns '{entry['key']}': relative_to must be a mapping {{key: value}}, "
+                              f"got {relative!r}")
         base = column_spec(entry["key"], labels)
         better = entry.get("better", base.better)
         if better not in (None, "max", "min", "absmin"):
             raise ConfigError(f"table.columns '{base.key}': better must be max, min, absmin or null; got {better!r}")
-        scale = entry.get("scale", base.scale)
+        scale = entry.get("scale", 1.0 if relative else base.scale)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
             raise ConfigError(f"table.columns '{base.key}': scale must be a finite, non-zero number (e.g. 100 for "
                               f"percent); got {scale!r}")
@@ -113,7 +145,7 @@ def column_spec(entry: Any, labels: dict[str, str]) -> Column:
         if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= MAX_DIGITS:
             raise ConfigError(f"table.columns '{base.key}': digits must be an integer in [0, {MAX_DIGITS}]; "
                               f"got {digits!r}")
-        return Column(base.key, str(entry.get("label", base.label)), float(scale), digits, better)
+        return Column(base.key, str(entry.get("label", base.label)), float(scale), digits, better, relative)
     raise ConfigError(f"table.columns entries are metric names or mappings with a 'key'; got {entry!r}")
 
 
@@ -130,6 +162,36 @@ def table_columns(options: dict[str, Any]) -> tuple[list[Column], bool]:
                           f"mappings (e.g. [test_acc, acc_gap]); got {requested!r}")
     entries = list(requested) if requested else list(DEFAULT_COLUMNS)
     return [column_spec(e, labels) for e in entries], bool(requested)
+
+
+def metric_column(col: Column, metric: str | None) -> Column:
+    """`col` as an error column when `metric` is error and it shows an accuracy (test_acc -> test error)."""
+    if metric in (None, "accuracy"):
+        return col
+    if metric != "error":
+        raise ConfigError(f"table.metric must be accuracy or error, got {metric!r}")
+    key = error_key(col.key)
+    if key == col.key:
+        return col
+    label = col.label.replace("accuracy", "error").replace("acc", "error")
+    return Column(key, label, col.scale, col.digits, "min", col.relative_to)
+
+
+def filter_results(results: SweepResults, where: Any) -> SweepResults:
+    """`results` with only the configurations matching `where` ({swept key: value})."""
+    if not where:
+        return results
+    if not isinstance(where, dict):
+        raise ConfigError(f"table.where must be a mapping {{swept key: value}}, got {where!r}")
+    for k in where:
+        if k not in results.dims:
+            raise ConfigError(f"table.where: '{k}' is not a swept key of '{results.sweep}'; "
+                              f"swept: {', '.join(results.dims) or '(none)'}")
+    groups = [g for g in results.groups if all(format_value(g.values.get(k)) == format_value(v)
+                                               for k, v in where.items())]
+    if not groups:
+        raise ConfigError(f"table.where {where} matches no configuration of '{results.sweep}'")
+    return replace(results, groups=groups)
 
 
 # ---------------------------------------------------------------- the table model (format-free)
@@ -155,6 +217,8 @@ class Cell:
     n_baseline: int | None = None
     p_holm: float | None = None
     significant: bool = False
+    halfwidth: str | None = None  # a delta shown as mean ± the interval's half-width
+    show_n: bool = True  # False when n is every seed of the study (the footer says so once)
 
 
 @dataclass(frozen=True)
@@ -163,6 +227,7 @@ class Table:
     align: list[str]  # l | r per column
     rows: list[list[Cell]]
     footer: list[str]
+    caption: str = ""
 
 
 def _fmt(value: float, col: Column, signed: bool = False) -> str:
@@ -213,8 +278,17 @@ def _best_rows(col: Column, stats: list[SeedStats]) -> set[int]:
 
 def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
     """The format-free table for `results` with the `table:` options (see the module docstring)."""
+    layout = options.get("layout") or "long"
+    if layout == "pivot":
+        from normbench.report.pivot import build_pivot
+
+        return replace(build_pivot(results, options), caption=str(options.get("caption") or ""))
+    if layout != "long":
+        raise ConfigError(f"table.layout must be long or pivot, got {layout!r}")
+    results = filter_results(results, options.get("where"))
     labels = options.get("labels") or {}
     columns, requested = table_columns(options)
+    columns = [metric_column(c, options.get("metric")) for c in columns]
     footer_extra = []
     if not requested:  # defaults that no run recorded (e.g. calibration not measured) are left out, and said so
         present = [c for c in columns if any(g.metric_values(c.key) for g in results.groups)]
@@ -222,13 +296,21 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
         columns = present or columns[:1]
         if absent:
             footer_extra.append(f"not recorded by any run: {', '.join(absent)}")
+    dims = options.get("dims") or results.dims
+    for d in dims:
+        if d not in results.dims:
+            raise ConfigError(f"table.dims: '{d}' is not a swept key of '{results.sweep}'; "
+                              f"swept: {', '.join(results.dims) or '(none)'}")
 
-    groups = results.groups
-    stats = {c.key: [SeedStats.of([v for _, v in g.metric_values(c.key)]) for g in groups] for c in columns}
+    groups = list(results.groups)
+    stats = {c.key: [SeedStats.of(_column_values(results, g, c)) for g in groups] for c in columns}
+    order = _row_order(options.get("sort"), columns, stats, len(groups))
+    groups = [groups[i] for i in order]
+    stats = {k: [v[i] for i in order] for k, v in stats.items()}
     best = {c.key: _best_rows(c, stats[c.key]) for c in columns}
 
-    headers = [labels.get(d, DIM_LABELS.get(d, d)) for d in results.dims]
-    align = ["l"] * len(results.dims)
+    headers = [labels.get(d, DIM_LABELS.get(d, d)) for d in dims]
+    align = ["l"] * len(dims)
     for c in columns:
         headers.append(c.label)
         align.append("r")
@@ -236,28 +318,102 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
     compare = options.get("compare")
     delta_cells: list[Cell] | None = None
     if compare is not None:
-        delta_header, delta_cells = _compare_cells(results, columns, options, labels)
+        delta_header, delta_cells = _compare_cells(replace(results, groups=groups), columns, options, labels)
         headers.append(delta_header)
         align.append("r")
-    headers.append("seeds ok")
-    align.append("l")
+    seed_cells = [_seed_cell(g, results.seeds) for g in groups]
+    # every configuration has all its seeds: the footer's run count says so, the column would repeat it
+    show_seeds = any(c.text != f"{len(results.seeds)}/{len(results.seeds)}" for c in seed_cells)
+    if show_seeds:
+        headers.append("seeds ok")
+        align.append("l")
 
     rows = []
     for i, g in enumerate(groups):
-        row = [Cell("text", format_value(g.values[d])) for d in results.dims]
+        row = [Cell("text", format_value(g.values[d])) for d in dims]
         for c in columns:
             s = stats[c.key][i]
             if s.mean is None:
                 row.append(Cell("empty"))
             else:
+                every = s.n == len(results.seeds)  # every seed finished: said once, in the footer
                 row.append(Cell("stat", mean=_fmt(s.mean, c), std=None if s.std is None else _fmt(s.std, c), n=s.n,
+                                show_n=not every,
                                 bold=i in best[c.key]))
         if delta_cells is not None:
             row.append(delta_cells[i])
-        row.append(_seed_cell(g, results.seeds))
+        if show_seeds:
+            row.append(seed_cells[i])
         rows.append(row)
+    for ref in options.get("references") or []:
+        rows += _reference_rows(ref, dims, columns, delta_cells is not None, show_seeds)
+        footer_extra.append(f"{ref.get('label', 'reference')}: {ref.get('source', 'published figures')}")
+    for c in columns:
+        if c.relative_to:
+            what = ", ".join(f"{k}={format_value(v)}" for k, v in c.relative_to.items())
+            footer_extra.append(f"{c.label}: each run over the mean of the {what} row with the same other keys")
+    if len(dims) < len(results.dims):
+        footer_extra += _hidden_keys(groups, dims, results.dims)
+    return Table(headers, align, rows, _footer(results, options, rows, footer_extra),
+                 caption=str(options.get("caption") or ""))
 
-    return Table(headers, align, rows, _footer(results, options, rows, footer_extra))
+
+def _column_values(results: SweepResults, g, col: Column) -> list[float]:
+    values = [v for _, v in g.metric_values(col.key)]
+    if not col.relative_to or not values:
+        return values
+    others = [d for d in results.dims if d not in col.relative_to]
+    bases = [b for b in results.groups
+             if all(format_value(b.values.get(k)) == format_value(v) for k, v in col.relative_to.items())
+             and _matches(g.values, b.values, others)]
+    base = [v for _, v in bases[0].metric_values(col.key)] if len(bases) == 1 else []
+    if not base or sum(base) == 0:
+        return []
+    mean = sum(base) / len(base)
+    return [v / mean for v in values]
+
+
+def _row_order(sort: Any, columns: list[Column], stats: dict[str, list[SeedStats]], n: int) -> list[int]:
+    if sort is None:
+        return list(range(n))
+    col = next((c for c in columns if c.key == sort or c.key == error_key(str(sort))), None)
+    if col is None:
+        raise ConfigError(f"table.sort: '{sort}' is not one of the columns ({', '.join(c.key for c in columns)})")
+    sign = -1.0 if col.better == "max" else 1.0
+    key = [sign * s.mean if s.mean is not None else float("inf") for s in stats[col.key]]
+    return sorted(range(n), key=lambda i: key[i])
+
+
+def _reference_rows(ref: dict[str, Any], dims: list[str], columns: list[Column], has_delta: bool,
+                    has_seeds: bool) -> list[list[Cell]]:
+    """Published numbers (e.g. d2l's) as rows beside ours: text cells, never bold, no statistics."""
+    key = ref.get("key", "norm")
+    out = []
+    for value, metrics in (ref.get("rows") or {}).items():
+        row = [Cell("text", f"{value} ({ref.get('label', 'reference')})" if d == key else "") for d in dims]
+        if key not in dims:
+            row[0] = Cell("text", f"{value} ({ref.get('label', 'reference')})")
+        for c in columns:
+            v = (metrics or {}).get(c.key)
+            row.append(Cell("text", _fmt(float(v), c)) if v is not None else Cell("empty"))
+        if has_delta:
+            row.append(Cell("empty"))
+        if has_seeds:
+            row.append(Cell("text", "published"))
+        out.append(row)
+    return out
+
+
+def _hidden_keys(groups: list, dims: list[str], all_dims: list[str]) -> list[str]:
+    """The swept keys a table does not show, with the values each shown row sets."""
+    hidden = [d for d in all_dims if d not in dims]
+    notes: dict[str, list[str]] = {}
+    for g in groups:
+        label = ", ".join(format_value(g.values[d]) for d in dims)
+        opts = [f"{d}={format_value(g.values[d])}" for d in hidden if g.values.get(d) is not None]
+        if opts:
+            notes.setdefault(", ".join(opts), []).append(label)
+    return [f"{'; '.join(rows)}: {opts}" for opts, rows in notes.items()]
 
 
 def baseline_spec(results: SweepResults, options: dict[str, Any]) -> dict[str, str]:
@@ -313,13 +469,15 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
     # The family of the multiple-comparison guard: every difference in this table with a p-value.
     adjusted = holm_adjust([c.p_value for _, c in comparisons])
     for (i, c), p_holm in zip(comparisons, adjusted, strict=True):
-        cells[i] = Cell("delta", mean=_fmt(c.mean, col, signed=True), n=c.n,
+        cells[i] = Cell("delta", mean=_fmt(c.mean, col, signed=True),
+                        n=c.n, show_n=not (c.n == len(results.seeds) and c.method == PAIRED),
                         low=None if c.low is None else _fmt(c.low, col, signed=True),
                         high=None if c.high is None else _fmt(c.high, col, signed=True),
+                        halfwidth=None if c.high is None else _fmt((c.high - c.low) / 2, col),
                         method=c.method, n_baseline=c.n_baseline, p_holm=p_holm,
                         significant=p_holm is not None and p_holm <= 1 - level)
     what = ", ".join(f"{labels.get(k, DIM_LABELS.get(k, k))}={v}" for k, v in spec.items())
-    header = f"Δ {col.label} vs {what} [{level * 100:g}% CI]"
+    header = f"Δ {col.label} vs {what} (± {level * 100:g}% CI)"
     return header, cells  # type: ignore[return-value] - every None was filled above
 
 
@@ -331,10 +489,11 @@ def _compare_footer(deltas: list[Cell], level: float) -> list[str]:
     """What the Δ column computed: the interval method(s), what n counts, and the multiple-comparison guard."""
     pct = f"{level * 100:g}%"
     methods = {c.method for c in deltas}
-    lines = [f"Δ: difference to the baseline row with a {pct} Student-t CI; a swept key that is null on either "
-             "row (does not apply) matches any value."]
+    lines = [f"Δ: difference to the baseline row ± the half-width of its {pct} Student-t CI; a swept key that is "
+             "null on either row (does not apply) matches any value."]
     if PAIRED in methods or not methods:
-        lines.append("(n): paired t on the per-seed differences over the n seeds both finished (n - 1 df).")
+        lines.append("Paired t on the per-seed differences over the seeds both finished (n - 1 df; n shown when "
+                     "not every seed).")
     if WELCH in methods:
         lines.append("(n vs m): Welch's unpaired t between this row's n and the baseline's m seeds (the seeds do "
                      "not pair up).")
@@ -360,8 +519,10 @@ def _footer(results: SweepResults, options: dict[str, Any], rows: list[list[Cell
     lines = [
         f"sweep {results.sweep}: {_count(len(results.groups), 'configuration')} × {_count(len(results.seeds), 'seed')}"
         f" = {_count(total, 'run')} ({runs}).",
-        "Cells: mean ± std over the seeds that finished (n); best per column in bold.",
     ]
+    if not options.get("_pivot"):
+        lines.append(f"Cells: mean ± std over the {len(results.seeds)} seeds (fewer finished where (n) is shown); "
+                     "best per column in bold.")
     if options.get("compare") is not None:
         lines.extend(_compare_footer([c for row in rows for c in row if c.kind == "delta"],
                                      float(options.get("level", 0.95))))
@@ -382,6 +543,12 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _n_text(cell: Cell) -> str:
+    if cell.n is None or not cell.show_n:
+        return ""
+    return f" ({cell.n} vs {cell.n_baseline})" if cell.method == WELCH else f" ({cell.n})"
+
+
 def _md_cell(cell: Cell) -> str:
     if cell.kind == "empty":
         return "–"
@@ -389,15 +556,18 @@ def _md_cell(cell: Cell) -> str:
         return _md_escape(cell.text)
     if cell.kind == "stat":
         body = cell.mean if cell.std is None else f"{cell.mean} ± {cell.std}"
-        return f"{f'**{body}**' if cell.bold else body} ({cell.n})"
+        return f"{f'**{body}**' if cell.bold else body}{_n_text(cell)}"
     return delta_text(cell, cell.mean, cell.low, cell.high, "†")
 
 
-def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str) -> str:
-    """A Δ cell as text (numbers already in the format's notation): `mean [low, high]† (n)` or `(n vs m)`."""
-    ci = f" [{low}, {high}]" if low is not None else " [no CI]"
-    n = f"{cell.n} vs {cell.n_baseline}" if cell.method == WELCH else f"{cell.n}"
-    return f"{mean}{ci}{mark if cell.significant else ''} ({n})"
+def delta_text(cell: Cell, mean: str, low: str | None, high: str | None, mark: str, pm: str = " ± ") -> str:
+    """A Δ cell as text (numbers already in the format's notation): `mean ± half†`, else `mean [low, high]†`,
+    then `(n)` or `(n vs m)` (Welch) where not every seed entered."""
+    if cell.halfwidth is not None:
+        ci = f"{pm}{cell.halfwidth}"
+    else:
+        ci = f" [{low}, {high}]" if low is not None else " [no CI]"
+    return f"{mean}{ci}{mark if cell.significant else ''}{_n_text(cell)}"
 
 
 def render_markdown(table: Table) -> str:
@@ -414,7 +584,7 @@ def render_markdown(table: Table) -> str:
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                 "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$",
-                "†": r"$^\dagger$"}
+                "†": r"$^\dagger$", "−": r"$-$"}
 
 
 def tex_escape(text: str) -> str:
@@ -437,26 +607,85 @@ def _tex_cell(cell: Cell) -> str:
         return tex_escape(cell.text)
     if cell.kind == "stat":
         body = _tex_num(cell.mean) if cell.std is None else f"{_tex_num(cell.mean)} $\\pm$ {cell.std}"
-        return f"{_tex_bold(body) if cell.bold else body} ({cell.n})"
+        return f"{_tex_bold(body) if cell.bold else body}{_n_text(cell)}"
     return delta_text(cell, _tex_num(cell.mean), None if cell.low is None else _tex_num(cell.low),
-                       None if cell.high is None else _tex_num(cell.high), "$^\\dagger$")
+                      None if cell.high is None else _tex_num(cell.high), "$^\\dagger$", " $\\pm$ ")
 
 
-def render_latex(table: Table) -> str:
-    """A booktabs `tabular` (needs `\\usepackage{booktabs}`) with the footer as a final spanning row."""
-    ncol = len(table.headers)
+# Widths of a standard two-column `article` (10pt, letter): what a paper's table has to fit.
+COLUMN_WIDTH_PT = 229.0
+TEXT_WIDTH_PT = 469.0
+_CHAR_PT = 4.1  # an average \footnotesize character of the table's text (measured: 3.5-4.3pt)
+_COLSEP_PT = 8.0  # 2 x \tabcolsep of 4pt
+
+
+def _plain(cell: Cell) -> str:
+    return _md_cell(cell).replace("**", "")
+
+
+def _header_lines(header: str, width: int) -> list[str]:
+    """A header broken at spaces into lines no wider than its column's cells (at least 8 characters)."""
+    limit = max(width, 8)
+    lines: list[str] = []
+    for word in header.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= limit:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def latex_layout(table: Table) -> tuple[list[list[str]], float]:
+    """Each header's lines and the table's estimated natural width in points (\\footnotesize)."""
+    widths = [max([len(_plain(row[i])) for row in table.rows] or [0]) for i in range(len(table.headers))]
+    headers = [_header_lines(h, w) for h, w in zip(table.headers, widths, strict=True)]
+    total = sum((max(w, *(len(x) for x in h)) * _CHAR_PT + _COLSEP_PT) for w, h in zip(widths, headers, strict=True))
+    return headers, total
+
+
+def _tex_header(lines: list[str], align: str) -> str:
+    if len(lines) == 1:
+        return tex_escape(lines[0])
+    body = " \\\\ ".join(tex_escape(x) for x in lines)
+    return f"\\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{body}\\end{{tabular}}"
+
+
+def render_latex(table: Table, label: str | None = None) -> str:
+    """A booktabs table float that fits a two-column paper (needs `\\usepackage{booktabs}`).
+
+    Long headers are broken over lines; the float is `table` (\\columnwidth) when the estimated width
+    fits a column, else `table*` (\\textwidth). A tabular still wider than the line (many columns) is
+    scaled down to it, and says so on the terminal ("normbench: table scaled"). The footer is a paragraph
+    under the rule. A test compiles every committed table with pdflatex: no overfull box, no scaling.
+    """
+    headers, width = latex_layout(table)
+    env = "table" if width <= 0.97 * COLUMN_WIDTH_PT else "table*"
     lines = [
-        "% Generated by `python -m normbench table` from the stored study; do not edit by hand.",
-        "% Needs \\usepackage{booktabs}.",
-        f"\\begin{{tabular}}{{{''.join(table.align)}}}",
+        "% Generated by normbench from stored results; do not edit by hand.",
+        "% Needs \\usepackage{booktabs,graphicx}.",
+        f"\\begin{{{env}}}[t]",
+        "\\centering",
+        "\\footnotesize",
+        "\\setlength{\\tabcolsep}{4pt}",
+    ]
+    if table.caption:
+        lines.append(f"\\caption{{{tex_escape(table.caption)}}}")
+    if label:
+        lines.append(f"\\label{{{label}}}")
+    lines += [
+        f"\\sbox0{{\\begin{{tabular}}{{{''.join(table.align)}}}",
         "\\toprule",
-        " & ".join(tex_escape(h) for h in table.headers) + " \\\\",
+        " & ".join(_tex_header(h, a) for h, a in zip(headers, table.align, strict=True)) + " \\\\",
         "\\midrule",
     ]
     lines += [" & ".join(_tex_cell(c) for c in row) + " \\\\" for row in table.rows]
-    lines.append("\\bottomrule")
-    lines += [f"\\multicolumn{{{ncol}}}{{l}}{{\\footnotesize {tex_escape(f)}}} \\\\" for f in table.footer]
-    lines.append("\\end{tabular}")
+    lines += ["\\bottomrule", "\\end{tabular}}%",
+              "\\ifdim\\wd0>\\linewidth\\typeout{normbench: table scaled to the line width}%",
+              "\\resizebox{\\linewidth}{!}{\\usebox0}\\else\\usebox0\\fi",
+              "\\par\\smallskip",
+              "\\parbox{\\linewidth}{\\scriptsize\\raggedright"]
+    lines += [tex_escape(f) + ("\\par" if i < len(table.footer) - 1 else "") for i, f in enumerate(table.footer)]
+    lines += ["}", f"\\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 

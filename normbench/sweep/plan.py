@@ -157,7 +157,7 @@ class TrialComposer:
         group keys among `params`, e.g. norm=gn); value params are then set on a copy, as Hydra's
         `++key=value` would. Composing takes 0.1-0.2 s, a large part of a tiny trial's overhead.
         """
-        from normbench.config import compose, validate
+        from normbench.config import compose, effective_batch_size, validate
 
         groups = {k: v for k, v in params.items() if is_group_key(k)}
         cache_key = stable_hash(groups)
@@ -174,7 +174,7 @@ class TrialComposer:
         if self.spec.lr_scaling and scale_lr:
             # Linear scaling rule (Goyal et al. 2017): optim.lr is the rate at base_batch_size.
             base = self.spec.lr_scaling["base_batch_size"]
-            effective = cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * cfg.trainer.devices
+            effective = effective_batch_size(cfg)
             cfg.optim.lr = float(cfg.optim.lr) * effective / base
             ovs.append(f"optim.lr={format_value(cfg.optim.lr)}")
         return cfg, ovs
@@ -306,7 +306,8 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     distributions: dict[str, Any] = {}
     for d in spec.grid:
         for k in d.keys:
-            values = list(dict.fromkeys(c[k] for c in combos))
+            # a linked value may leave a key unset (e.g. gn beside bn's accumulation_aware): not a param then
+            values = list(dict.fromkeys(c[k] for c in combos if k in c))
             distributions[k] = CategoricalDistribution(values)
     for s in spec.space:
         distributions[s.key] = s.distribution()

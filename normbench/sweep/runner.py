@@ -63,6 +63,12 @@ def run_sweep(args: list[str]) -> int:
     """Runs (or resumes) a sweep; returns the process exit code. User errors raise ConfigError first."""
     quiet_optuna()
     plan, url = prepare(args)
+    return run_plan(plan, url)
+
+
+def run_plan(plan: Plan, url: str) -> int:
+    """Runs (or resumes) the trials of a checked plan on storage `url`; returns the process exit code."""
+    quiet_optuna()
     spec = plan.spec
     sweep_dir(plan.results_dir, spec.name).mkdir(parents=True, exist_ok=True)
     sweep_study = SweepStudy(plan, url)

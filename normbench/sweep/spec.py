@@ -53,16 +53,30 @@ SPEC_KEYS = ("description", "base", "grid", "space", "seeds", "sampler", "sample
              "n_workers", "max_trials", "heartbeat_interval", "grace_period", "storage_patience", "table", "report")
 
 
+class _Unset:
+    """A linked value that does not set one of its dimension's keys (e.g. gn beside bn's momentum)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET = _Unset()
+
+
 @dataclass(frozen=True)
 class Dimension:
-    """One grid dimension: a config key with its values, or a linked set of keys set together."""
+    """One grid dimension: a config key with its values, or a linked set of keys set together.
+
+    The values of a linked dimension may set different keys (`{norm: bn, norm.momentum: 0.01}` beside
+    `{norm: gn}`): `keys` is their union and a value leaves the keys it does not name at UNSET.
+    """
 
     label: str
     keys: tuple[str, ...]
     values: tuple[tuple[Any, ...], ...]  # one tuple per value, aligned with `keys`
 
     def assignments(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.keys, v, strict=True)) for v in self.values]
+        return [{k: x for k, x in zip(self.keys, v, strict=True) if x is not UNSET} for v in self.values]
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,7 @@ class SweepSpec:
     def to_record(self) -> dict[str, Any]:
         """A JSON-able description stored with the study (the report commands read `table`/`report`)."""
         out = asdict(self)
-        out["grid"] = {d.label: [dict(zip(d.keys, v, strict=True)) if len(d.keys) > 1 else v[0] for v in d.values]
+        out["grid"] = {d.label: [a if len(d.keys) > 1 else a[d.keys[0]] for a in d.assignments()]
                        for d in self.grid}
         out["space"] = {s.key: {k: v for k, v in asdict(s).items() if k != "key" and v not in (None, (), False)}
                         for s in self.space}
@@ -212,16 +226,13 @@ def _parse_grid(sweep: str, grid: Any) -> list[Dimension]:
         if not values:
             raise _fail(sweep, f"grid '{label}' has an empty list of values")
         if all(isinstance(v, Mapping) for v in values):  # linked dimension
-            keys = tuple(values[0].keys())
-            if not keys:
+            if any(not v for v in values):
                 raise _fail(sweep, f"grid '{label}': a linked value must set at least one key")
-            for v in values:
-                if tuple(v.keys()) != keys:
-                    raise _fail(sweep, f"grid '{label}': every linked value must set the same keys "
-                                       f"({', '.join(keys)}), got {dict(v)}")
+            keys = tuple(dict.fromkeys(k for v in values for k in v))  # the union, in order of appearance
             for k in keys:
                 _check_key(sweep, k, f"grid '{label}'")
-            rows = tuple(tuple(_check_primitive(sweep, v[k], f"grid '{label}'") for k in keys) for v in values)
+            rows = tuple(tuple(_check_primitive(sweep, v[k], f"grid '{label}'") if k in v else UNSET for k in keys)
+                         for v in values)
             dims.append(Dimension(str(label), keys, rows))
         else:
             key = _check_key(sweep, label, "grid")

@@ -1,0 +1,116 @@
+"""results/<study>/README.md, generated from the declaration, the records and a hand-written finding.
+
+The finding (results/<study>/finding.md) is the one part written by a person after the runs: two or three
+sentences on what the study found. Its numbers are placeholders filled from the claims' statistics, so the
+text cannot drift from the data: `{{claim_id.detail}}`, `{{claim_id.verdict}}`, and
+`{{claim_id.value}}`, `.low`, `.high`, `.n` (append `:pp` to show a fraction in percentage points, e.g.
+`{{bn_degrades_at_b2.value:pp}}`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from normbench.errors import ConfigError
+
+FINDING_FILE = "finding.md"
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w]*)\.(detail|verdict|value|low|high|n)(?::(pp|pct|int|g))?\s*\}\}")
+
+
+def fill_finding(text: str, claims: list[Any], study: str) -> str:
+    """The finding with every `{{claim.field[:fmt]}}` replaced by the claim's statistic."""
+    by_id = {c.id: c for c in claims}
+
+    def sub(m: re.Match) -> str:
+        cid, field, fmt = m.group(1), m.group(2), m.group(3)
+        if cid not in by_id:
+            raise ConfigError(f"study {study}: {FINDING_FILE} names claim '{cid}', which is not declared; "
+                              f"claims: {', '.join(by_id)}")
+        c = by_id[cid]
+        if field in ("detail", "verdict"):
+            return str(getattr(c, field))
+        v = getattr(c, field)
+        if v is None:
+            return "n/a"
+        if fmt == "pp":
+            return f"{v * 100:+.1f}" if field == "value" else f"{v * 100:.1f}"
+        if fmt == "pct":
+            return f"{v * 100:.1f}"
+        if fmt == "int":
+            return f"{int(round(v))}"
+        return f"{v:.3g}"
+
+    out = _PLACEHOLDER.sub(sub, text)
+    if "{{" in out:
+        bad = out[out.index("{{"):][:40]
+        raise ConfigError(f"study {study}: {FINDING_FILE} has a placeholder that is not claim.field[:pp|pct|int|g]: "
+                          f"{bad!r}")
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[dict, str]],
+           figures: list[tuple[dict, Any]], prov: dict[str, Any]) -> str:
+    name = exp.name
+    out = [f"# {exp.title}", "", f"**Question.** {exp.question}", "", "## Finding", ""]
+    out.append(fill_finding(finding, claims, name).strip() if finding else
+               "_Not written yet: the finding is added to finding.md once the study is complete._")
+    held = sum(c.held is True for c in claims)
+    out += ["", "## Claims", "",
+            f"Declared on {exp.declared} in [experiments/{name}.yaml](../../experiments/{name}.yaml), before any "
+            f"run, and tested exactly as declared: {held} of {len(claims)} held.", "",
+            "| claim | statement | pre-declared test | result | verdict |", "| :--- | :--- | :--- | :--- | :--- |"]
+    for c in claims:
+        out.append(f"| `{c.id}` | {_cell(c.statement)} | {_cell(c.test)} | {_cell(c.detail)} | **{c.verdict}** |")
+    out += ["", "## Tables"]
+    for entry, md in tables:
+        out += ["", f"**{entry['name']}.** {_cell(str(entry.get('caption') or ''))} "
+                    f"([LaTeX]({entry['name']}.tex))", "", md.rstrip()]
+    if figures:
+        out += ["", "## Figures"]
+        for entry, fig in figures:
+            if fig.fig is None:
+                out += ["", f"**{entry['name']}**: not drawn ({fig.skipped})."]
+                continue
+            out += ["", f"![{entry['name']}](figures/{entry['name']}.png)", "",
+                    f"**{entry['name']}.** {entry['caption'].strip()} ([PDF](figures/{entry['name']}.pdf), "
+                    f"[data](figures/{entry['name']}.json))"]
+    out += ["", "## Protocol", "", exp.protocol.strip(), ""]
+    for part, spec in exp.parts.items():
+        grid = " × ".join(f"{d.label} ({len(d.values)})" for d in spec.grid)
+        info = prov["parts"].get(part, {})
+        outcomes = ", ".join(f"{v} {k}" for k, v in info.get("outcomes", {}).items())
+        out.append(f"- part `{part}`: {spec.description or ''}. Grid {grid} × {len(spec.seeds)} seeds = "
+                   f"{info.get('trials', 0)} trials ({outcomes}).")
+    out += ["", "## Provenance", ""]
+    code = ", ".join(f"`{c['git_sha'][:10] if c.get('git_sha') else 'unknown'}`"
+                     f"{' (uncommitted changes)' if c.get('git_dirty') else ''}" for c in prov["code"])
+    out.append(f"- code: {code}")
+    for v in prov["versions"]:
+        out.append(f"- versions: python {v.get('python')}, torch {v.get('torch')}, lightning {v.get('lightning')}, "
+                   f"numpy {v.get('numpy')}, normbench {v.get('normbench')}")
+    for m in prov["machine"]:
+        out.append(f"- machine: {m.get('cpu_model')} ({m.get('cpu_count')} logical cores), {m.get('accelerator')}"
+                   f"{'' if m.get('device') in (None, 'cpu') else ' ' + str(m.get('device'))}, "
+                   f"{m.get('threads')} thread(s) per run")
+    t = prov["time"]
+    w = t["trial_wall_s"]
+    out.append(f"- time: {w['n']} runs, {w['total'] / 3600:.2f} h of run wall time (median {w['median']} s per run), "
+               f"{t['cpu_hours']} CPU-hours; first start {t['first_start']}, last completion {t['last_complete']}")
+    out += ["- the full record: [provenance.json](provenance.json); every trial: [records/](records/)", "",
+            "## Reproduce", "", "```bash",
+            f"python -m normbench reproduce {name} --check            # regenerate all of this from records/ "
+            "(no training)",
+            f"python -m normbench reproduce {name} sweep.n_workers=2   # re-run the trials (resumable)",
+            "```", ""]
+    return "\n".join(out)
+
+
+def read_finding(folder: Path) -> str | None:
+    path = folder / FINDING_FILE
+    return path.read_text() if path.is_file() else None

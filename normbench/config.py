@@ -47,6 +47,9 @@ class DataSchema:
     augment: bool = False
     normalize: bool = False
     download: bool = True
+    # which samples a training batch holds (normbench.data.composition): iid | k_classes
+    batch_composition: str = "iid"
+    classes_per_batch: int | None = None  # K of k_classes (must divide batch_size); null otherwise
 
 
 @dataclass
@@ -105,6 +108,9 @@ class CalibSchema:
     recalibrate: bool = False  # report the population-statistics model's accuracy as test_acc
     precise_test_every_epoch: bool = False  # test_acc_precise at every measured epoch, not just the last
     ece_bins: int = 15  # confidence bins of test_ece
+    # the example's weight in the `weighted` test mode (inference example weighing); null: 1 / the samples
+    # of one norm call (an example's share of a training batch)
+    weighted_alpha: float | None = None
 
 
 @dataclass
@@ -453,6 +459,12 @@ def check_data(data: dict[str, Any]) -> None:
 
     if not 0.0 <= data["val_fraction"] < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']}")
+    from normbench.data.composition import check_composition
+
+    try:
+        check_composition(data["batch_composition"], data["batch_size"], None, data["classes_per_batch"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     entry = DATASETS.get(data["name"])
     options = {k: v for k, v in data.items() if k in entry.options}
     check = entry.meta.get("check")  # fn(root, **options): value ranges, before anything is generated or read
@@ -475,6 +487,9 @@ def check_calib(calib: dict[str, Any]) -> None:
     for key, minimum in (("samples", 2), ("every_n_epochs", 1), ("ece_bins", 1)):
         if calib[key] < minimum:
             raise ConfigError(f"calib.{key} must be >= {minimum}, got {calib[key]}")
+    alpha = calib.get("weighted_alpha")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"calib.weighted_alpha must be in [0, 1] or null (1 / the norm batch size), got {alpha}")
 
 
 def norm_batch_size(cfg: dict[str, Any] | DictConfig) -> int:

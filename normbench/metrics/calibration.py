@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,21 +331,24 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> 
 
 @torch.no_grad()
 def evaluate_with_ece(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                      n_bins: int = 15) -> dict[str, float]:
-    """Eval-mode loss, accuracy and expected calibration error (torchmetrics, L1, equal-width bins).
+                      n_bins: int = 15, *, train_mode: bool = False,
+                      forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """Loss, accuracy and expected calibration error (torchmetrics, L1, equal-width bins), in eval mode.
 
     ECE is the *prediction* calibration (confidence vs. accuracy), unrelated to the running-statistics
-    calibration above; both are reported because the two are easily conflated.
+    calibration above; both are reported because the two are easily conflated. `train_mode=True`
+    evaluates with batch statistics (give a copy: running buffers change); `forward(model, x)` replaces
+    `model(x)` (e.g. one example at a time).
     """
     from torchmetrics.classification import MulticlassCalibrationError
 
     ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=n_bins, norm="l1")
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     loss_sum, correct, count = 0.0, 0, 0
     try:
         for x, y in batches:
-            logits = model(x).float()
+            logits = (model(x) if forward is None else forward(model, x)).float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             count += y.numel()

@@ -24,7 +24,8 @@ LEGACY_KEY = "summary"
 METRIC_PREFIX = "metric."
 # Summary fields also stored as numeric user attributes (with the sweep's objective).
 HEADLINE = ("test_acc", "val_acc", "train_acc", "acc_gap", "test_loss", "val_loss", "train_loss", "test_acc_ema",
-            "test_acc_precise", "precise_gain", "test_acc_batch", "train_acc_batch", "calib_kl", "test_ece",
+            "test_acc_precise", "precise_gain", "test_acc_batch", "test_acc_adabn", "test_acc_weighted",
+            "train_acc_batch", "calib_kl", "test_ece",
             "examples_per_sec", "wall_s", "epochs")
 
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench import norms, schema
 from normbench.data import DATASETS
+from normbench.data.composition import check_composition
 from normbench.errors import ConfigError
 from normbench.models import MODELS
 from normbench.overrides import parse, parse_value
@@ -54,6 +55,9 @@ class DataSchema:
     augment: bool = False
     normalize: bool = False
     download: bool = True
+    # which samples a training batch holds (normbench.data.composition): iid | k_classes
+    batch_composition: str = "iid"
+    classes_per_batch: int | None = None  # K of k_classes (must divide batch_size); null otherwise
 
 
 @dataclass
@@ -117,6 +121,9 @@ class CalibSchema:
     recalibrate: bool = False  # report the population-statistics model's accuracy as test_acc
     precise_test_every_epoch: bool = False  # test_acc_precise at every measured epoch, not just the last
     ece_bins: int = option(15, low=1)  # confidence bins of test_ece (the predictions' calibration error)
+    # the example's weight in the `weighted` test mode (inference example weighing); null: 1 / the samples
+    # of one norm call (an example's share of a training batch)
+    weighted_alpha: float | None = option(None, low=0, high=1, note="(1 / the norm batch size)")
 
 
 @dataclass
@@ -330,6 +337,10 @@ def check_strategy(strategy: str) -> None:
 
 def check_data(data: dict[str, Any]) -> None:
     """The data section's ranges, the dataset's own option checks and subsets vs. the dataset's size."""
+    try:
+        check_composition(data["batch_composition"], data["batch_size"], None, data["classes_per_batch"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     entry = DATASETS.get(data["name"])
     options = {k: v for k, v in data.items() if k in entry.options}
     check = entry.meta.get("check")  # fn(root, **options): value ranges, before anything is generated or read

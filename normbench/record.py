@@ -118,16 +118,36 @@ FIELDS: tuple[Field, ...] = (
        "size), final weights", "measurements", headline=True),
     _f("test_acc_batch", "number", FRACTION, "test accuracy with batch statistics at the training batch size",
        "measurements", test_set=True, headline=True),
+    _f("test_acc_adabn", "number", FRACTION, "test accuracy with population statistics re-estimated on the test set "
+       "(AdaBN)", "measurements", test_set=True, headline=True),
+    _f("test_acc_weighted", "number", FRACTION, "test accuracy with inference example weighing (weight "
+       "weighted_alpha)", "measurements", test_set=True, headline=True),
     _f("test_ece", "number", FRACTION, "expected calibration error of the predictions behind test_acc",
        "measurements", test_set=True, headline=True),
+    _f("test_ece_ema", "number", FRACTION, "ECE of the test predictions with the running (EMA) statistics",
+       "measurements", test_set=True),
     _f("test_ece_precise", "number", FRACTION, "ECE of the population-statistics model's test predictions",
        "measurements", per_epoch=True, test_set=True),
+    _f("test_ece_batch", "number", FRACTION, "ECE of the test predictions behind test_acc_batch", "measurements",
+       test_set=True),
+    _f("test_ece_adabn", "number", FRACTION, "ECE of the test predictions behind test_acc_adabn", "measurements",
+       test_set=True),
+    _f("test_ece_weighted", "number", FRACTION, "ECE of the test predictions behind test_acc_weighted",
+       "measurements", test_set=True),
+    _f("weighted_alpha", "number", NONE, "an example's weight in the weighted test mode (calib.weighted_alpha; "
+       "null there: 1 / norm_batch_size)", "measurements"),
     _f("recalibrated", "boolean", NONE, "test_acc/train_acc/acc_gap are the population-statistics model's "
        "(calib.recalibrate)", "measurements"),
     _f("calib_left_out", "integer", SAMPLES, "samples the population pass could not normalize (0 almost always)",
        "measurements"),
     _f("train_acc_batch_left_out", "integer", SAMPLES, "samples the train_acc_batch pass left out", "measurements"),
     _f("test_acc_batch_left_out", "integer", SAMPLES, "samples the test_acc_batch pass left out", "measurements"),
+    _f("adabn_left_out", "integer", SAMPLES, "test samples AdaBN's population pass could not normalize",
+       "measurements"),
+    _f("calib_s", "number", SECONDS, "the per-epoch measurements (population pass, any per-epoch precise test "
+       "pass), all epochs together", "measurements"),
+    _f("test_modes_s", "object", SECONDS, "{mode: seconds} of each once-per-run test-mode pass after training",
+       "measurements"),
     _f("train_acc_ema", "number", FRACTION, "train_acc with the running statistics, beside a recalibrated train_acc",
        "measurements"),
     _f("measurements", "object", NONE, "{measurement: ok | failed} of the measurements that ran", "measurements"),
@@ -143,6 +163,10 @@ FIELDS: tuple[Field, ...] = (
     _f("norm", "string", NONE, "norm name (canonical)", "train"),
     _f("dataset", "string", NONE, "dataset name", "train"),
     _f("batch_size", "integer", SAMPLES, "data.batch_size: the micro-batch per (emulated) device", "train"),
+    _f("batch_composition", "string", NONE, "data.batch_composition: how training batches are drawn (iid, "
+       "k_classes)", "train"),
+    _f("classes_per_batch", "integer", COUNT, "data.classes_per_batch: classes in each k_classes batch", "train"),
+    _f("train_left_out", "integer", SAMPLES, "training samples no batch of an epoch holds", "train"),
     _f("lr", "number", NONE, "the learning rate the optimizer used (after a sweep's lr_scaling)", "train"),
     _f("norm_weight_decay", "number", NONE, "the weight decay on the norm layers' parameters (scales, shifts)",
        "train"),
@@ -177,7 +201,8 @@ FIELDS: tuple[Field, ...] = (
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
 # The measurements after training, each guarded on its own (record field `measurements` maps them to ok/failed).
-MEASUREMENTS = ("calibration", "test_acc_precise", "test_ece", "train_acc_batch", "test_acc_batch", "recalibrate")
+MEASUREMENTS = ("calibration", "test_acc_precise", "test_ece", "train_acc_batch", "test_acc_batch",
+                "test_acc_adabn", "test_acc_weighted", "recalibrate")
 
 
 def names(*, writer: str | None = None, run: bool | None = None, per_epoch: bool | None = None,

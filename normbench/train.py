@@ -196,6 +196,12 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
                           "(set a smaller batch size, a larger data.train_subset, or data.drop_last=false)")
     if len(data.train_x) < 2 * cfg.trainer.devices:
         raise ConfigError(f"only {len(data.train_x)} training samples: need at least 2 per device")
+    composition = cfg.data.batch_composition
+    composition_options = ({"classes_per_batch": cfg.data.classes_per_batch}
+                           if cfg.data.classes_per_batch is not None else {})
+    if cfg.data.classes_per_batch is not None and cfg.data.classes_per_batch > data.num_classes:
+        raise ConfigError(f"data.classes_per_batch={cfg.data.classes_per_batch} exceeds the "
+                          f"{data.num_classes} classes of {cfg.data.name}; accepted: 1-{data.num_classes}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
@@ -219,7 +225,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
-                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True)
+                               min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True,
+                               composition=composition, composition_options=composition_options)
     if cfg.trainer.progress_bar:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -286,6 +293,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "norm": cfg.norm.name,
         "dataset": cfg.data.name,
         "batch_size": cfg.data.batch_size,
+        "batch_composition": composition,
+        "classes_per_batch": cfg.data.classes_per_batch,
+        "train_left_out": train_loader.left_out,  # training samples no batch of an epoch holds
         "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
         "norm_weight_decay": norm_decay(cfg.optim.weight_decay, cfg.optim.norm_weight_decay),
         "threads": threads,

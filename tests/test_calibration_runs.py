@@ -122,7 +122,8 @@ def test_calibration_leaves_training_unchanged(bn_run, tmp_path_factory):
 def test_norms_without_running_stats_report_null(tmp_path_factory, norm):
     r = _run(tmp_path_factory, norm, f"norm={norm}")
     s = json.loads((r.out_dir / "summary.json").read_text())
-    for key in [*CALIB_FIGURES, "calib_worst_layer", "test_acc_ema", "test_acc_precise", "precise_gain"]:
+    for key in [*CALIB_FIGURES, "calib_worst_layer", "test_acc_ema", "test_acc_precise", "precise_gain",
+                "test_acc_adabn", "test_acc_weighted", "test_ece_ema", "test_ece_adabn", "test_ece_weighted"]:
         assert key in s and s[key] is None, key
     assert s["calib_layers"] == 0
     assert isinstance(s["train_acc_batch"], float) and isinstance(s["test_ece"], float)

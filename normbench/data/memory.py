@@ -47,10 +47,12 @@ class InMemoryData:
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
                min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
-               distributed: bool = False) -> BatchLoader:
+               distributed: bool = False, composition: str = "iid",
+               composition_options: dict[str, Any] | None = None) -> BatchLoader:
         x, y = self.split(split)
         return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, min_batch=min_batch, seed=seed,
-                           augment=augment, rank=rank, world_size=world_size, distributed=distributed)
+                           augment=augment, rank=rank, world_size=world_size, distributed=distributed,
+                           composition=composition, composition_options=composition_options)
 
     def to(self, device: torch.device | str) -> InMemoryData:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
@@ -73,11 +75,15 @@ class BatchLoader:
     a trailing partial batch of r > m samples comes as two batches, the largest multiple of m and the rest,
     for norms that split a batch into sub-batches of m (ghost BN normalizes a batch of at most m samples as
     one ghost batch). `left_out` counts the samples per epoch that no batch holds.
+    `composition` (normbench.data.composition) other than `iid` lets a registered composition decide each
+    epoch's batches from the labels (e.g. `k_classes`: K classes per batch); their number does not change
+    between epochs, and with several ranks each rank takes every world_size-th batch (an equal count).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
                  min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
-                 distributed: bool = False, tail_multiple: int = 1):
+                 distributed: bool = False, tail_multiple: int = 1, composition: str = "iid",
+                 composition_options: dict[str, Any] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -90,6 +96,17 @@ class BatchLoader:
         self.augment, self.distributed = augment, distributed
         self._rank, self._world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
+        self.composition = composition
+        self.composition_options = dict(composition_options or {})
+        self._composed: tuple[int, int] | None = None  # (batches, samples they hold) per epoch, non-iid
+        if composition != "iid":
+            from normbench.data.composition import COMPOSITIONS, check_composition
+
+            check_composition(composition, batch_size, None, self.composition_options.get("classes_per_batch"))
+            self._compose = COMPOSITIONS[composition].fn
+            probe = self._compose(self.y, batch_size, torch.Generator().manual_seed(seed),
+                                  **self.composition_options)
+            self._composed = (len(probe), sum(len(b) for b in probe))
 
     @property
     def rank(self) -> int:
@@ -128,15 +145,28 @@ class BatchLoader:
 
     @property
     def left_out(self) -> int:
-        """Samples of this rank's share that no batch of an epoch holds (drop_last, min_batch)."""
+        """Samples of this rank's share that no batch of an epoch holds (drop_last, min_batch, composition)."""
+        if self._composed is not None:
+            return self.per_rank - len(self) * self.batch_size
         return self.per_rank - sum(size for _, size in self.batch_slices())
 
     def __len__(self) -> int:
+        if self._composed is not None:
+            return self._composed[0] // self.world_size
         return len(self.batch_slices())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         rank, world_size = self.shard()
+        if self._composed is not None:
+            batches = self._compose(self.y, self.batch_size, self.generator, **self.composition_options)
+            for idx in batches[rank: len(self) * world_size: world_size]:
+                idx = idx.to(self.x.device)
+                xb = self.x.index_select(0, idx)
+                if self.augment:
+                    xb = flip_and_crop(xb, self.generator)
+                yield xb, self.y.index_select(0, idx)
+            return
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         if world_size > 1:
             order = order[rank: self.per_rank * world_size: world_size]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,12 +25,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], train_mode: bool = False,
-             ece_bins: int | None = None) -> Evaluation:
+             ece_bins: int | None = None,
+             forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> Evaluation:
     """Loss and accuracy of `model` over `batches` (and the ECE with `ece_bins` bins); restores the model's mode.
 
     With `train_mode=False` norms use their running statistics (eval mode). With `train_mode=True`
     they use the statistics of each batch, as during training; the caller must then run on a copy or
-    accept running-statistics updates.
+    accept running-statistics updates. `forward(model, x)` replaces `model(x)` (e.g. one example at a time).
 
     The ECE (torchmetrics, L1, equal-width confidence bins) is the calibration of the *predictions*
     (confidence vs. accuracy), unrelated to the running-statistics calibration of
@@ -47,7 +48,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     count = 0
     try:
         for x, y in batches:
-            logits = model(x).float()
+            logits = (model(x) if forward is None else forward(model, x)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
             correct += (logits.argmax(dim=1) == y).sum().cpu()
             count += y.numel()

@@ -326,4 +326,3 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> 
         rows.append(row)
     measured.train(model.training)
     return Calibration(rows, aggregate(rows), measured, samples)
-

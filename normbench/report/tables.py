@@ -153,8 +153,12 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
         delta_header, delta_cells = _compare_cells(replace(results, groups=groups), columns, options, labels)
         headers.append(delta_header)
         align.append("r")
-    headers.append("seeds ok")
-    align.append("l")
+    seed_cells = [_seed_cell(g, results.seeds) for g in groups]
+    # every configuration has all its seeds: the footer's run count says so, the column would repeat it
+    show_seeds = any(c.text != f"{len(results.seeds)}/{len(results.seeds)}" for c in seed_cells)
+    if show_seeds:
+        headers.append("seeds ok")
+        align.append("l")
 
     rows = []
     for i, g in enumerate(groups):
@@ -170,10 +174,11 @@ def build_table(results: SweepResults, options: dict[str, Any]) -> Table:
                                 bold=i in best[c.key]))
         if delta_cells is not None:
             row.append(delta_cells[i])
-        row.append(_seed_cell(g, results.seeds))
+        if show_seeds:
+            row.append(seed_cells[i])
         rows.append(row)
     for ref in options.get("references") or []:
-        rows += _reference_rows(ref, dims, columns, delta_cells is not None)
+        rows += _reference_rows(ref, dims, columns, delta_cells is not None, show_seeds)
         footer_extra.append(f"{ref.get('label', 'reference')}: {ref.get('source', 'published figures')}")
     for c in columns:
         if c.relative_to:
@@ -211,7 +216,8 @@ def _row_order(sort: Any, columns: list[Column], stats: dict[str, list[SeedStats
     return sorted(range(n), key=lambda i: key[i])
 
 
-def _reference_rows(ref: dict[str, Any], dims: list[str], columns: list[Column], has_delta: bool) -> list[list[Cell]]:
+def _reference_rows(ref: dict[str, Any], dims: list[str], columns: list[Column], has_delta: bool,
+                    has_seeds: bool) -> list[list[Cell]]:
     """Published numbers (e.g. d2l's) as rows beside ours: text cells, never bold, no statistics."""
     key = ref.get("key", "norm")
     out = []
@@ -224,7 +230,8 @@ def _reference_rows(ref: dict[str, Any], dims: list[str], columns: list[Column],
             row.append(Cell("text", format_number(float(v), c)) if v is not None else Cell("empty"))
         if has_delta:
             row.append(Cell("empty"))
-        row.append(Cell("text", "published"))
+        if has_seeds:
+            row.append(Cell("text", "published"))
         out.append(row)
     return out
 

@@ -14,10 +14,17 @@ the precise-BN test figures there too with `calib.precise_test_every_epoch=true`
     train_acc_batch     training set (no augmentation), batch statistics at the training batch size,
                         with the final weights: the model as it ran while training
     test_acc_batch      test set, batch statistics at the training batch size
+    test_acc_adabn      test set, population statistics re-estimated on the test set (AdaBN)
+    test_acc_weighted   test set, inference example weighing with `weighted_alpha`
+                        (normbench.metrics.test_modes; alpha null: 1 / the samples of one norm call)
     test_ece            expected calibration error (torchmetrics, L1, `calib.ece_bins` bins) of the
-                        predictions behind test_acc
-Norms without running statistics report null for the calibration figures, test_acc_ema,
-test_acc_precise and precise_gain. `<out_dir>/calibration.json` holds the per-layer table per epoch.
+                        predictions behind test_acc; test_ece_<mode> for every mode above
+                        (ema, precise, batch, adabn, weighted)
+    calib_s             seconds spent in the per-epoch measurements (population pass and any per-epoch
+                        precise test pass), all epochs together
+    test_modes_s        seconds of each once-per-run pass after training ({mode: seconds})
+Norms without running statistics report null for the calibration figures and the ema, precise,
+adabn and weighted modes, and precise_gain. `<out_dir>/calibration.json` holds the per-layer table per epoch.
 
 Batches of the train-mode passes have the training batch size and a seeded random order (the population
 pass: a fixed seeded subset of the training set, the same at every epoch). A trailing partial batch is
@@ -33,6 +40,7 @@ null, `measurements` maps each measurement to ok / failed, and `measurement_erro
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,7 @@ from normbench.data.memory import BatchLoader
 from normbench.files import write_json_atomic
 from normbench.metrics import evaluate
 from normbench.metrics.running_stats import Calibration, calibrate
+from normbench.metrics.test_modes import weighted_evaluate
 from normbench.run_facts import norm_batch_size, step_batch_size
 from normbench.training.history import RecordPart
 
@@ -54,10 +63,13 @@ CALIBRATION_FILE = "calibration.json"
 # comes with calib.recalibrate, `measurements` separately.
 SUMMARY_KEYS = tuple(n for n in record.names(writer="measurements") if n not in ("train_acc_ema", "measurements"))
 # Aggregate fields that do not change between epochs: in calibration.json and the record, not the history or logs.
-RUN_CONSTANTS = tuple(n for n in record.names(writer="measurements", per_epoch=False) if n.startswith("calib_"))
+# (calib_s is the measurements' cost, not a figure of the run.)
+RUN_CONSTANTS = tuple(n for n in record.names(writer="measurements", per_epoch=False)
+                      if n.startswith("calib_") and n != "calib_s")
 PRECISE_KEYS = ("test_acc_precise", "test_loss_precise", "test_ece_precise", "precise_gain")
 # Measured once after training (the per-epoch figures are logged at each epoch end).
-FINAL_LOGGED = ("test_acc_ema", "train_acc_batch", "test_acc_batch", "test_ece")
+FINAL_LOGGED = ("test_acc_ema", "train_acc_batch", "test_acc_batch", "test_acc_adabn", "test_acc_weighted",
+                "test_ece")
 # The measurements, each guarded on its own (a failure nulls its figures and is recorded with its reason).
 MEASUREMENTS = record.MEASUREMENTS
 
@@ -87,6 +99,7 @@ class CalibrationMonitor(RecordPart):
         seed: picks the calibration subset and the batch order of the train-mode passes.
         augment: apply the training augmentation in the population pass (the EMA saw augmented data).
         ece_bins: equal-width confidence bins of the ECE.
+        weighted_alpha: the example's weight in the `weighted` test mode (None: 1 / norm_batch_size).
         out_dir: where calibration.json goes (None: not written).
 
     Per epoch it runs when the run's evaluator has published the epoch (`epoch_evaluated`), adds its figures
@@ -96,7 +109,8 @@ class CalibrationMonitor(RecordPart):
     def __init__(self, data: InMemoryData, batch_size: int, *, norm_batch_size: int | None = None,
                  samples: int = 8192, every_n_epochs: int = 1,
                  recalibrate: bool = False, precise_test_every_epoch: bool = False, eval_batch_size: int = 1024,
-                 seed: int = 0, augment: bool = False, ece_bins: int = 15, out_dir: Path | str | None = None) -> None:
+                 seed: int = 0, augment: bool = False, ece_bins: int = 15, out_dir: Path | str | None = None,
+                 weighted_alpha: float | None = None) -> None:
         self.data = data
         self.batch_size = batch_size
         self.norm_batch_size = norm_batch_size or batch_size
@@ -109,6 +123,8 @@ class CalibrationMonitor(RecordPart):
         self.augment = augment
         self.ece_bins = ece_bins
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.weighted_alpha = 1.0 / self.norm_batch_size if weighted_alpha is None else float(weighted_alpha)
+        self.calib_seconds = 0.0
         self.epochs: list[dict[str, Any]] = []  # calibration.json's entries
         self._final: dict[str, Any] = {}
         self._epoch = 0
@@ -196,13 +212,17 @@ class CalibrationMonitor(RecordPart):
         self._epoch = int(entry["epoch"])
         if self._diverged() or self._epoch % self.every_n_epochs:
             return
-        measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
-        if measured is None:
-            return
-        figures = dict(measured)
-        if self.precise_test_every_epoch:
-            ema = entry.get("test_acc")
-            figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
+        t0 = time.perf_counter()
+        try:
+            measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
+            if measured is None:
+                return
+            figures = dict(measured)
+            if self.precise_test_every_epoch:
+                ema = entry.get("test_acc")
+                figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
+        finally:
+            self.calib_seconds += time.perf_counter() - t0
         pl_module.log_dict(_loggable(figures), on_epoch=True, prog_bar=False, logger=bool(trainer.loggers))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -225,10 +245,30 @@ class CalibrationMonitor(RecordPart):
                 final.update(precise)
             if cal.model is not None:
                 final["test_acc_ema"] = ema_acc
+        timings: dict[str, float] = {}
+        final["test_ece_ema"] = final["test_ece"] if final.get("test_acc_ema") is not None else None
         for split in ("train", "test"):
+            t0 = time.perf_counter()
             measured = self._guard(f"{split}_acc_batch", self.batch_stats_accuracy, net, split)
-            acc, left_out = measured if measured is not None else (None, None)
+            acc, left_out, ece = measured if measured is not None else (None, None, None)
             final.update({f"{split}_acc_batch": acc, f"{split}_acc_batch_left_out": left_out})
+            if split == "test":
+                final["test_ece_batch"] = ece
+                timings["batch"] = time.perf_counter() - t0
+        final["weighted_alpha"] = self.weighted_alpha
+        if cal is not None and cal.model is not None:
+            t0 = time.perf_counter()
+            adabn = self._guard("test_acc_adabn", self.adabn_test, net)
+            if adabn is not None:
+                final.update(adabn)
+            timings["adabn"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            weighted = self._guard("test_acc_weighted", weighted_evaluate, cal.model, self._test_batches(),
+                                   self.weighted_alpha, self.ece_bins)
+            if weighted is not None:
+                final.update({"test_acc_weighted": weighted.acc, "test_ece_weighted": weighted.ece})
+            timings["weighted"] = time.perf_counter() - t0
+        final["test_modes_s"] = timings
         if self.recalibrate and cal is not None and cal.model is not None and \
                 final.get("test_acc_precise") is not None:
             final.update(self._guard("recalibrate", self._recalibrated, cal, final) or {})
@@ -249,12 +289,26 @@ class CalibrationMonitor(RecordPart):
                 "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": last.get("train_acc"),
                 "recalibrated": True}
 
-    def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int]:
-        """(accuracy, samples left out) of `net` on `split` in train mode (batch statistics, training batch size)."""
+    def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int, float]:
+        """(accuracy, samples left out, ECE) of `net` on `split` in train mode (batch statistics, training batch)."""
         x, y = self.data.split(split)
         batches = self._train_mode_loader(x, y, shuffle=True)
         # A fresh copy per pass: train mode rewrites running buffers, and some norms read them in train mode.
-        return evaluate(copy.deepcopy(net), batches, train_mode=True).acc, batches.left_out
+        scores = evaluate(copy.deepcopy(net), batches, train_mode=True, ece_bins=self.ece_bins)
+        return scores.acc, batches.left_out, scores.ece
+
+    def adabn_batches(self) -> BatchLoader:
+        """AdaBN's population pass: the whole test set in train-mode batches of the training batch size."""
+        return self._train_mode_loader(self.data.test_x, self.data.test_y, shuffle=False)
+
+    def adabn_test(self, net: nn.Module) -> dict[str, Any]:
+        """Test figures with population statistics re-estimated on the test set (null without running stats)."""
+        batches = self.adabn_batches()
+        cal = calibrate(net, batches)
+        if cal.model is None:
+            return {"test_acc_adabn": None, "test_ece_adabn": None, "adabn_left_out": None}
+        scores = evaluate(cal.model, self._test_batches(), ece_bins=self.ece_bins)
+        return {"test_acc_adabn": scores.acc, "test_ece_adabn": scores.ece, "adabn_left_out": batches.left_out}
 
     def summary(self) -> dict[str, Any]:
         """The final figures; every key is present (null when training diverged before any measurement).
@@ -266,7 +320,7 @@ class CalibrationMonitor(RecordPart):
         status = {m: ("failed" if m in self.errors else "ok") for m in MEASUREMENTS if ran or m in self.errors}
         if not self.recalibrate:
             status.pop("recalibrate", None)
-        return {**dict.fromkeys(SUMMARY_KEYS), **self._final, "measurements": status,
+        return {**dict.fromkeys(SUMMARY_KEYS), **self._final, "calib_s": self.calib_seconds, "measurements": status,
                 "measurement_errors": dict(self.errors)}
 
 
@@ -285,4 +339,4 @@ def measurement_callbacks(cfg: Any, data: InMemoryData, out_dir: Path) -> list[R
                                samples=c.samples, every_n_epochs=c.every_n_epochs,
                                recalibrate=c.recalibrate, precise_test_every_epoch=c.precise_test_every_epoch,
                                eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, augment=cfg.data.augment,
-                               ece_bins=c.ece_bins, out_dir=out_dir)]
+                               ece_bins=c.ece_bins, out_dir=out_dir, weighted_alpha=c.weighted_alpha)]

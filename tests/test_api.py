@@ -9,14 +9,16 @@ import sys
 import pytest
 
 import normbench
+from normbench import record
 from normbench.cli import main
 from normbench.config import from_mapping, load_config
 from normbench.errors import ConfigError
 from normbench.train import train
 from tests.conftest import FMNIST_SYSTEM, requires_fmnist
 
-# Fields that differ between two runs of one config by nature (clocks, where the record went).
-VOLATILE = {"wall_s", "examples_per_sec", "train_time_s", "created_at", "out_dir"}
+# Fields that differ between two runs of one config by nature: clocks (the record's fields in seconds or per
+# second: wall_s, train_time_s, calib_s, test_modes_s, examples_per_sec), when and where the record went.
+VOLATILE = {f.name for f in record.FIELDS if f.unit in (record.SECONDS, "samples/s")} | {"created_at", "out_dir"}
 
 
 def comparable(summary: dict) -> dict:

@@ -1,12 +1,12 @@
-"""The one grammar of `key=value` arguments: Hydra's override syntax, for every command.
+"""The one grammar of `key=value` arguments: Hydra's override syntax.
 
-The run config (`norm=gn`, `optim.lr=0.1`), a sweep's settings (`sweep.n_workers=4`), the report options
-(`table.columns=[test_acc,acc_gap]`) and a study's run settings are all read here, by one Hydra override
+The run config (`norm=gn`, `optim.lr=0.1`), a sweep's command-line settings (`sweep.n_workers=4`) and the
+overrides a sweep plans for its trials (`format_value`) are read and written here, by one Hydra override
 parser: a value is a number, true/false, null, a quoted or bare string, a list `[a,b]` or a mapping
 `{key: value}`. YAML's spellings of the special floats (`.nan`, `.inf`, `-.inf`) read as those floats, as in
 the YAML files the same options come from. `a,b` (Hydra's sweep syntax) is refused: sweeps are declared in
-sweep files. `format_value` writes a value back so that it parses to the same thing.
-"""
+sweep files. `format_value` writes a value back so that it parses to the same thing. (The report commands
+still read their options as YAML values: normbench.report.study.parse_report_args.)"""
 
 from __future__ import annotations
 
@@ -123,20 +123,3 @@ def format_value(value: Any) -> str:
         return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"value {value!r} of type {type(value).__name__} cannot be passed as an override")
 
-
-def key_values(args: list[str], command: str, accepted: list[str]) -> dict[str, Any]:
-    """`key=value` arguments of a command whose keys are all in `accepted`, as {key: value}.
-
-    Raises:
-        ConfigError: an argument that is not `key=value`, or an unknown key (the message lists the accepted).
-    """
-    out: dict[str, Any] = {}
-    for text in args:
-        key, sep, _ = text.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"'{command}' takes key=value arguments, got '{text}'; accepted keys: "
-                              f"{', '.join(accepted)}")
-        if key not in accepted:
-            raise ConfigError(f"unknown key '{key}' for '{command}'; accepted: {', '.join(accepted)}")
-        out[key] = parse(text).value
-    return out

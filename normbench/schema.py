@@ -1,8 +1,8 @@
-"""One way to check options: typed dataclass schemas, for the run config, sweep files, report options and studies.
+"""One way to check options: typed dataclass schemas with ranges (used by the run config, normbench.config).
 
 A schema is a dataclass. A field's annotation is its type (int, float, bool, str, Literal[...], X | None,
 list[...], dict[...], Any), its default the default, and `option(...)` adds what the type cannot say: a range
-(`low`, `high`), a custom reader (`parse`) for a structured value, and how the message phrases it. `check`
+(`low`, `high`) and how the message phrases it. `check`
 returns the values coerced to their types and completed with the defaults, or raises ConfigError with one
 line that names the key and what is accepted:
 
@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any
 
@@ -36,9 +36,6 @@ class Rule:
     Attributes:
         low, high: the accepted range (None: unbounded); `low_open`/`high_open` exclude the bound itself.
         note: said after the range, e.g. "(numpy's seed range)".
-        integer: say "an integer" before the range (sweep files' wording).
-        accepted: phrase a bad Literal as "'x' is not accepted; accepted: a, b" (else "must be one of a, b").
-        parse: `parse(value, path) -> value` for a structured value the type cannot check (it raises ConfigError).
         say_null: a nullable field's message adds "or null" (False where null means "the default" and
             the established message leaves it out).
     """
@@ -48,9 +45,6 @@ class Rule:
     low_open: bool = False
     high_open: bool = False
     note: str = ""
-    integer: bool = False
-    accepted: bool = False
-    parse: Callable[[Any, str], Any] | None = None
     say_null: bool = True
 
     def describe(self, nullable: bool) -> str:
@@ -63,7 +57,6 @@ class Rule:
             text = f"{'<' if self.high_open else '<='} {_num(self.high)}"
         else:
             text = ""
-        text = " ".join(p for p in ("an integer" if self.integer else "", text) if p)
         if nullable and self.say_null:
             text += " or null"
         return f"{text} {self.note}" if self.note else text
@@ -111,18 +104,9 @@ def _nullable(tp: Any) -> bool:
 
 def check_value(value: Any, tp: Any, rule: Rule, path: str) -> Any:
     """One value against its type and rule; returns it coerced."""
-    if rule.parse is not None:
-        return rule.parse(value, path)
-    if rule.accepted and typing.get_origin(tp) is typing.Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{path} {value!r} is not accepted; accepted: {', '.join(map(str, choices))}")
-        return value
     try:
         value = coerce(value, tp, path)
     except ValueError as e:
-        if rule.integer:
-            raise ConfigError(f"{path} must be {rule.describe(_nullable(tp))}, got {value!r}") from None
         raise ConfigError(str(e)) from None
     if value is not None and (rule.low is not None or rule.high is not None) and not rule.holds(value):
         raise ConfigError(f"{path} must be {rule.describe(_nullable(tp))}, got {value!r}")
@@ -130,7 +114,7 @@ def check_value(value: Any, tp: Any, rule: Rule, path: str) -> Any:
 
 
 def check(values: Mapping[str, Any], schema: type, where: str = "", *, extra: Mapping[str, Option] | None = None,
-          extra_what: str = "", fill: bool = True) -> dict[str, Any]:
+          extra_what: str = "") -> dict[str, Any]:
     """`values` checked against `schema` (and registry options `extra`), coerced, with defaults filled in.
 
     Args:
@@ -139,7 +123,6 @@ def check(values: Mapping[str, Any], schema: type, where: str = "", *, extra: Ma
         where: the section's name, prefixed to keys in messages (`data` -> `data.batch_size`).
         extra: options a registry entry declares beside the schema's fields (checked by their type).
         extra_what: said after an unknown key, e.g. " for norm=bn".
-        fill: add the defaults of the fields not given.
 
     Raises:
         ConfigError: an unknown key, a wrong type or a value out of range; one line naming the key.
@@ -156,10 +139,9 @@ def check(values: Mapping[str, Any], schema: type, where: str = "", *, extra: Ma
             out[key] = check_value(value, extra[key].type, Rule(), path)
         else:
             raise ConfigError(f"unknown key '{path}'{extra_what}; accepted: {', '.join([*known, *extra])}")
-    if fill:
-        for name, default in defaults(schema).items():
-            out.setdefault(name, default)
-        for name, opt in extra.items():
-            out.setdefault(name, opt.default)
+    for name, default in defaults(schema).items():
+        out.setdefault(name, default)
+    for name, opt in extra.items():
+        out.setdefault(name, opt.default)
     return out
 

@@ -14,7 +14,7 @@ from normbench.norms import NORMS
 from normbench.train import train
 from normbench.training.history import RecordPart
 from normbench.training.measurements import MEASUREMENTS, SUMMARY_KEYS, CalibrationMonitor
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 # 89 training samples at batch 32: two full batches and a trailing one of 25, which no ghost batch size of 2
 # or more divides; 77 test samples leave 13. Ghost BN runs with ghost batches of 8 (25 = 3 x 8 + 1).

@@ -14,7 +14,7 @@ from normbench.cli import main
 from normbench.config import from_mapping, load_config
 from normbench.errors import ConfigError
 from normbench.train import train
-from tests.conftest import FMNIST_SYSTEM, requires_fmnist
+from tests.helpers import FMNIST_SYSTEM, requires_fmnist
 
 # Fields that differ between two runs of one config by nature: clocks (the record's fields in seconds or per
 # second: wall_s, train_time_s, calib_s, test_modes_s, examples_per_sec), when and where the record went.

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_support import ONE_POINT, PG_URL, free_port, tmpfs
 
 from normbench.cli import main
 from normbench.config import config_dir
+from tests.sweep_support import ONE_POINT, PG_URL, free_port, tmpfs
 
 COMMON = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.accelerator=cpu", "out_dir={ws}/run"]
 RUN = ["data=synthetic", "data.num_train=64", "data.num_test=32", *COMMON]

@@ -14,7 +14,7 @@ from normbench.data.composition import composition_names, k_classes_batches
 from normbench.data.memory import BatchLoader
 from normbench.errors import ConfigError
 from normbench.train import train
-from tests.conftest import TINY, run_cli
+from tests.helpers import TINY, run_cli
 
 
 def _labels(per_class: list[int]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.train import train
 from normbench.training.measurements import CALIBRATION_FILE
-from tests.conftest import TINY, requires_fmnist, run_cli
+from tests.helpers import TINY, requires_fmnist, run_cli
 
 CALIB_FIGURES = ["calib_mean_rel_err", "calib_var_log_ratio", "calib_kl", "calib_mean_rel_err_worst",
                  "calib_var_log_ratio_worst", "calib_kl_worst"]

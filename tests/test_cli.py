@@ -5,7 +5,7 @@ import json
 import pytest
 
 from normbench.cli import main
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 BAD_INPUTS = [
     (["norm=foo"], "unknown norm 'foo'; accepted: bn, bn_scratch"),

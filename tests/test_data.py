@@ -11,7 +11,7 @@ from normbench.data import load_data
 from normbench.data.fashion_mnist import read_idx
 from normbench.data.memory import BatchLoader
 from normbench.errors import ConfigError
-from tests.conftest import requires_fmnist
+from tests.helpers import requires_fmnist
 
 
 def write_idx(path, array, gz=True):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
 
 from normbench.config import load_config
 from normbench.data.memory import BatchLoader
 from normbench.train import train
+from tests.helpers import TINY, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

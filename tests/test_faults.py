@@ -20,7 +20,14 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_support import (
+
+from normbench.cli import main
+from normbench.data import InMemoryData
+from normbench.sweep import final_trials, run_sweep
+from normbench.sweep.runner import prepare
+from normbench.sweep.study import SweepStudy
+from normbench.sweep.worker import Worker
+from tests.sweep_support import (
     ONE_POINT,
     REPO,
     TINY_GRID,
@@ -30,13 +37,6 @@ from sweep_support import (
     tiny_points,
     tmpfs,
 )
-
-from normbench.cli import main
-from normbench.data import InMemoryData
-from normbench.sweep import final_trials, run_sweep
-from normbench.sweep.runner import prepare
-from normbench.sweep.study import SweepStudy
-from normbench.sweep.worker import Worker
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from normbench.norms import build_norm
-from tests.conftest import assert_same_as_reference
+from tests.helpers import assert_same_as_reference
 
 
 def _pair(shape, **opts):

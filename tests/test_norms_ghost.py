@@ -4,13 +4,13 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_same_as_reference
 from torch import nn
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.norms import build_norm
 from normbench.run_facts import norm_batch_size
+from tests.helpers import assert_same_as_reference
 
 
 def _bn_like(shape, **opts):

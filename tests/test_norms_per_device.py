@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_same_as_reference
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
@@ -15,6 +14,7 @@ from normbench.norms import build_norm
 from normbench.norms.per_device import PerDeviceNorm
 from normbench.run_facts import effective_batch_size, norm_batch_size
 from normbench.train import train
+from tests.helpers import assert_same_as_reference
 
 
 def _randomize(*mods):

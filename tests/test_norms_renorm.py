@@ -4,11 +4,11 @@ gamma*d + beta (r and d computed here in NumPy from the pre-update running stati
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_as_reference
 from torch import nn
 
 from normbench.norms import build_norm
 from normbench.norms.renorm import ramp
+from tests.helpers import assert_same_as_reference
 
 
 @pytest.mark.parametrize("shape", [(8, 3, 4, 4), (10, 6)])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import requires_fmnist, run_cli
+from tests.helpers import requires_fmnist, run_cli
 
 pytestmark = [pytest.mark.slow, requires_fmnist]
 

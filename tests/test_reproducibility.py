@@ -12,13 +12,13 @@ import sys
 import pytest
 import torch
 from optuna.trial import TrialState
-from sweep_support import ONE_POINT, REPO, TINY_BASE, SweepHome, summary_of
 
 from normbench.cli import main
 from normbench.errors import ConfigError
 from normbench.sweep import run_sweep
 from normbench.sweep.runner import prepare
 from normbench.train import train
+from tests.sweep_support import ONE_POINT, REPO, TINY_BASE, SweepHome, summary_of
 
 TWO_SEEDS = ONE_POINT.replace("seeds: [0]", "seeds: [0, 1]")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_support import TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
 
 from normbench.config import load_config
 from normbench.errors import ConfigError
@@ -22,6 +21,7 @@ from normbench.sweep.runner import prepare
 from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
 from normbench.sweep.worker import DROPPED_REASON, Worker
 from normbench.train import train
+from tests.sweep_support import TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
 
 
 @pytest.fixture

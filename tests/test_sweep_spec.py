@@ -8,7 +8,6 @@ import shlex
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from sweep_support import TINY_BASE, TINY_GRID, SweepHome
 
 from normbench import norms
 from normbench.cli import main
@@ -17,6 +16,7 @@ from normbench.errors import ConfigError
 from normbench.sweep import config_id, load_spec, make_plan, point_key
 from normbench.sweep.plan import format_value
 from normbench.sweep.spec import parse_spec, split_args
+from tests.sweep_support import TINY_BASE, TINY_GRID, SweepHome
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from sweep_support import TINY_GRID, SweepHome, point_counts, tiny_points, wait_for_running
 
 from normbench.sweep import final_trials, run_sweep
 from normbench.sweep.study import LOST_WORKER_REASON
 from normbench.sweep.worker import INTERRUPTED_REASON
+from tests.sweep_support import TINY_GRID, SweepHome, point_counts, tiny_points, wait_for_running
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from normbench.metrics.test_modes import mix_moments, weighted_evaluate
 from normbench.models import build_model
 from normbench.train import train
 from normbench.training.measurements import CalibrationMonitor
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def _trained_like(norm: str = "bn", seed: int = 0) -> nn.Module:

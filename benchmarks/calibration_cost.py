@@ -14,8 +14,8 @@ Side by side in one process, interleaved over repeats (median of each, then the 
 
 The calibration figures come from the shipped callback's own methods on the net being trained.
 
-    python benchmarks/calibration_cost.py --threads 1     # real Fashion-MNIST, 3 repeats
-    python benchmarks/calibration_cost.py --repeats 5
+    python -m benchmarks.calibration_cost --threads 1     # real Fashion-MNIST, 3 repeats
+    python -m benchmarks.calibration_cost --repeats 5
 
 Both clocks are reported: wall time, and this process's CPU time, which other jobs on a shared
 machine do not inflate (exact with --threads 1).

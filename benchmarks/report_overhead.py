@@ -6,7 +6,7 @@ process, and reports the median wall time of each and their ratio. Part 3 builds
 norms x batch sizes x momenta x seeds with Optuna's API and times `table`, `plot` and the offline
 `dashboard` on it.
 
-    PYTHONPATH=. python benchmarks/report_overhead.py [--repeats 3] [--trials-per-config 5] [--skip-training]
+    python -m benchmarks.report_overhead [--repeats 3] [--trials-per-config 5] [--skip-training]
 """
 
 from __future__ import annotations

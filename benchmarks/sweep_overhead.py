@@ -13,7 +13,7 @@ Reports, per trial:
 
 Evaluation time is measured by timing each call of the evaluator's `evaluate` (instrumentation only).
 
-Usage: python benchmarks/sweep_overhead.py [--epochs 1] [--threads 1]
+Usage: python -m benchmarks.sweep_overhead [--epochs 1] [--threads 1]
 """
 
 from __future__ import annotations

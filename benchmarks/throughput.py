@@ -5,8 +5,8 @@ side by side in one process, interleaved over repeats; the ratio of median examp
 normbench's figure is its own `examples_per_sec` (training steps only, Lightning loop included,
 end-of-epoch evaluation excluded); the bare loop is timed the same way (one epoch of steps).
 
-    python benchmarks/throughput.py                      # real Fashion-MNIST, batch 256, 1 epoch x 3 repeats
-    python benchmarks/throughput.py --data synthetic --train-subset 4096
+    python -m benchmarks.throughput                      # real Fashion-MNIST, batch 256, 1 epoch x 3 repeats
+    python -m benchmarks.throughput --data synthetic --train-subset 4096
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ the precise-BN test figures there too with `calib.precise_test_every_epoch=true`
     test_acc_batch      test set, batch statistics at the training batch size
     test_acc_adabn      test set, population statistics re-estimated on the test set (AdaBN)
     test_acc_weighted   test set, inference example weighing with `weighted_alpha`
-                        (normbench.metrics.test_modes; alpha null: 1 / the samples of one norm call)
+                        (normbench.metrics.test_modes; alpha null: 1 / the samples of one norm call);
+                        `weighted_method`: batched (checked change of variables) or per_example
     test_ece            expected calibration error (torchmetrics, L1, `calib.ece_bins` bins) of the
                         predictions behind test_acc; test_ece_<mode> for every mode above
                         (ema, precise, batch, adabn, weighted)
@@ -63,6 +64,7 @@ SUMMARY_KEYS = ("calib_layers", "calib_mean_rel_err", "calib_mean_rel_err_worst"
                 "test_acc_ema", "test_acc_precise", "test_loss_precise", "precise_gain", "train_acc_batch",
                 "test_acc_batch", "test_acc_adabn", "test_acc_weighted", "test_ece", "test_ece_ema",
                 "test_ece_precise", "test_ece_batch", "test_ece_adabn", "test_ece_weighted", "weighted_alpha",
+                "weighted_method",
                 "recalibrated", "calib_left_out", "train_acc_batch_left_out", "test_acc_batch_left_out",
                 "adabn_left_out", "calib_s", "test_modes_s")
 PRECISE_KEYS = ("test_acc_precise", "test_loss_precise", "test_ece_precise", "precise_gain")
@@ -270,7 +272,8 @@ class CalibrationMonitor(L.Callback):
             weighted = self._guard("test_acc_weighted", weighted_evaluate, cal.model, self._test_batches(),
                                    self.weighted_alpha, self.data.num_classes, self.ece_bins)
             if weighted is not None:
-                final.update({"test_acc_weighted": weighted["acc"], "test_ece_weighted": weighted["ece"]})
+                final.update({"test_acc_weighted": weighted["acc"], "test_ece_weighted": weighted["ece"],
+                              "weighted_method": weighted["method"]})
             timings["weighted"] = time.perf_counter() - t0
         final["test_modes_s"] = timings
         if self.recalibrate and cal is not None and cal.model is not None and \

@@ -136,6 +136,8 @@ FIELDS: tuple[Field, ...] = (
        "measurements", test_set=True),
     _f("weighted_alpha", "number", NONE, "an example's weight in the weighted test mode (calib.weighted_alpha; "
        "null there: 1 / norm_batch_size)", "measurements"),
+    _f("weighted_method", "string", NONE, "how the weighted test mode ran: batched (an exact change of variables, "
+       "checked on the first test examples) or per_example", "measurements"),
     _f("recalibrated", "boolean", NONE, "test_acc/train_acc/acc_gap are the population-statistics model's "
        "(calib.recalibrate)", "measurements"),
     _f("calib_left_out", "integer", SAMPLES, "samples the population pass could not normalize (0 almost always)",

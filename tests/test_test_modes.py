@@ -93,11 +93,17 @@ def test_example_weighing_normalizes_one_example_as_the_formula_says():
     def capture(module, args, output):
         logits.append(output)
 
-    # evaluate through the public entry point: the flattened output is the "logits"
+    # evaluate through the public entry point: the flattened output is the "logits"; both methods
     h = weighted_evaluate_layer.register_forward_hook(capture)
-    weighted_evaluate(weighted_evaluate_layer, [(x, torch.zeros(4, dtype=torch.long))], alpha)
+    batch = [(x, torch.zeros(4, dtype=torch.long))]
+    assert weighted_evaluate(weighted_evaluate_layer, batch, alpha, check=0).method == "per_example"
+    per_example = torch.cat(logits)  # (4, 75), one example per call
+    logits.clear()
+    assert weighted_evaluate(weighted_evaluate_layer, batch, alpha, check=2).method == "batched"
+    batched = logits[-1]  # the probe's calls come first, then the whole batch at once
     h.remove()
-    got = torch.cat(logits)  # (4, 75), one example per call
+    torch.testing.assert_close(batched, per_example, atol=1e-5, rtol=1e-5)
+    got = per_example
     for i in range(4):
         m_x = x[i].mean((1, 2))
         v_x = x[i].var((1, 2), unbiased=False)
@@ -127,3 +133,28 @@ def test_every_mode_is_in_the_record_and_its_cost_is_stated(tmp_path):
 def test_weighted_alpha_out_of_range_is_refused(bad):
     with pytest.raises(ConfigError, match=r"calib.weighted_alpha must be in \[0, 1\]"):
         load_config([*TINY, bad])
+
+
+@pytest.mark.parametrize("norm", ["bn", "bn_scratch", "brn", "ghost_bn", "frozen_bn", "evonorm_b0"])
+def test_batched_example_weighing_matches_one_example_at_a_time(norm):
+    data = load_data("synthetic", num_train=128, num_test=96)
+    net = _trained_like(norm)
+    cal = CalibrationMonitor(data, 32, samples=10_000).measure(net)
+    fast = weighted_evaluate(cal.model, data.loader("test", 48), 0.2)
+    slow = weighted_evaluate(cal.model, data.loader("test", 48), 0.2, check=0)
+    assert (fast.method, slow.method) == ("batched", "per_example")
+    assert fast.acc == slow.acc
+    assert fast.loss == pytest.approx(slow.loss, rel=1e-4)
+
+
+def test_a_layer_with_other_eval_arithmetic_falls_back_to_one_example_at_a_time():
+    class Odd(nn.BatchNorm2d):
+        def forward(self, x):  # eval mode: divides by the running variance without a square root
+            return (x - self.running_mean[None, :, None, None]) / (self.running_var[None, :, None, None] + 1.0)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Odd(3), nn.Flatten()).eval()
+    net[0].running_var.fill_(2.0)
+    x = torch.randn(6, 3, 4, 4) * 3
+    out = weighted_evaluate(net, [(x, torch.zeros(6, dtype=torch.long))], 0.5)
+    assert out.method == "per_example"

@@ -16,7 +16,8 @@ the precise-BN test figures there too with `calib.precise_test_every_epoch=true`
     test_acc_batch      test set, batch statistics at the training batch size
     test_acc_adabn      test set, population statistics re-estimated on the test set (AdaBN)
     test_acc_weighted   test set, inference example weighing with `weighted_alpha`
-                        (normbench.metrics.test_modes; alpha null: 1 / the samples of one norm call)
+                        (normbench.metrics.test_modes; alpha null: 1 / the samples of one norm call);
+                        `weighted_method`: batched (checked change of variables) or per_example
     test_ece            expected calibration error (torchmetrics, L1, `calib.ece_bins` bins) of the
                         predictions behind test_acc; test_ece_<mode> for every mode above
                         (ema, precise, batch, adabn, weighted)
@@ -266,7 +267,8 @@ class CalibrationMonitor(RecordPart):
             weighted = self._guard("test_acc_weighted", weighted_evaluate, cal.model, self._test_batches(),
                                    self.weighted_alpha, self.ece_bins)
             if weighted is not None:
-                final.update({"test_acc_weighted": weighted.acc, "test_ece_weighted": weighted.ece})
+                final.update({"test_acc_weighted": weighted.acc, "test_ece_weighted": weighted.ece,
+                              "weighted_method": weighted.method})
             timings["weighted"] = time.perf_counter() - t0
         final["test_modes_s"] = timings
         if self.recalibrate and cal is not None and cal.model is not None and \

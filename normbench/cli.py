@@ -38,15 +38,66 @@ def command(name: str, help: str):
     return deco
 
 
+CONFIG_GROUPS = ("model", "norm", "data", "optim", "trainer", "logger", "calib", "sweep", "experiment")
+
+
 def usage() -> str:
+    from normbench.paths import group_choices
+
     width = max(len(n) for n in COMMANDS)
     lines = [f"  {name.ljust(width)}  {help}" for name, (_, help) in COMMANDS.items()]
-    return USAGE.format(commands="\n".join(lines))
+    groups = [f"  {g.ljust(10)}  {', '.join(group_choices(g)) or '(none)'}" for g in CONFIG_GROUPS]
+    return (USAGE.format(commands="\n".join(lines)) + "\n\nconfig groups (group=choice):\n" + "\n".join(groups)
+            + "\n\noptions: --version; run --cfg job prints the composed run config and exits")
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from normbench.version import __version__
+
+    parts = [f"normbench {__version__}"]
+    for dep in ("torch", "lightning", "optuna"):
+        try:
+            parts.append(f"{dep} {version(dep)}")
+        except PackageNotFoundError:
+            parts.append(f"{dep} not installed")
+    return parts[0] + " (" + ", ".join(parts[1:]) + ")"
+
+
+def take_cfg_flag(args: list[str]) -> tuple[str | None, list[str]]:
+    """(`--cfg` value or None, the other arguments); `--cfg job`, `--cfg=job` and `-c job` are accepted."""
+    rest, value, i = [], None, 0
+    while i < len(args):
+        a = args[i]
+        if a in ("--cfg", "-c"):
+            if i + 1 >= len(args):
+                raise ConfigError(f"{a} needs a value; accepted: job, all")
+            value, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--cfg="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    if value is not None and value not in ("job", "all"):
+        raise ConfigError(f"--cfg {value} is not supported; accepted: job, all (normbench has no hydra section)")
+    return value, rest
 
 
 @command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json; "
                 "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml")
 def cmd_run(args: list[str]) -> int:
+    show_cfg, args = take_cfg_flag(args)
+    if show_cfg is not None:
+        if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
+            raise ConfigError("--cfg prints one run's config; drop sweep=... and sweep.* from the command")
+        from omegaconf import OmegaConf
+
+        from normbench.config import load_config
+
+        print(OmegaConf.to_yaml(load_config(args)), end="")
+        return 0
     if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
         from normbench.sweep import run_sweep
 
@@ -131,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("--version", "-V", "version"):
+        print(version_text())
         return 0
     name, args = argv[0], argv[1:]
     if name not in COMMANDS:

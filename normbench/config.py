@@ -192,7 +192,10 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise ConfigError(f"override '{text}': hydra.* settings are not used (normbench runs nothing through "
                               "Hydra's app launcher); accepted instead: out_dir=DIR for the run directory")
-        if key in groups and ov.package is None and not ov.prefix:
+        if key in groups and ov.package is None and ov.prefix in ("", "+", "++"):
+            # Every group already has a default entry in configs/config.yaml, so Hydra's `+group=x` (add) and
+            # `++group=x` mean the same as `group=x` here; they are accepted as that.
+            text = text[len(ov.prefix):]
             value = ov.value
             if value is None:
                 out.append(text)

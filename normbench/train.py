@@ -38,6 +38,7 @@ from normbench.training.accumulation import accumulation_callbacks
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.measurements import failure_reason, measurement_callbacks
 from normbench.training.module import norm_decay
+from normbench.training.progress import EpochLines, use_epoch_lines
 
 SUMMARY_FILE = "summary.json"
 
@@ -211,9 +212,12 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     throughput = ThroughputMonitor()
     # The record's parts: the evaluator opens each epoch's history entry and publishes it; the measurements
     # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
+    # Progress: Lightning's bar on a terminal, else one line per epoch (after the epoch's measurements).
+    epoch_lines = cfg.trainer.progress_bar and use_epoch_lines()
     parts: list[RecordPart] = [throughput, EpochEvaluator(data, cfg.data.eval_batch_size),
                                *measurement_callbacks(cfg, data, out_dir),
-                               *(cb for cb in callbacks if isinstance(cb, RecordPart))]
+                               *(cb for cb in callbacks if isinstance(cb, RecordPart)),
+                               *([EpochLines(cfg.trainer.max_epochs)] if epoch_lines else [])]
     history = EpochHistory()
     for part in parts:
         part.attach(history)
@@ -227,7 +231,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
                                min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True,
                                composition=composition, composition_options=composition_options)
-    if cfg.trainer.progress_bar:
+    if cfg.trainer.progress_bar and not epoch_lines:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
@@ -250,7 +254,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         callbacks=all_callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=cfg.trainer.progress_bar and not epoch_lines,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),

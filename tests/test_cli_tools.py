@@ -76,3 +76,16 @@ def test_the_licence_file_matches_the_declared_licence():
     text = (REPO / "LICENSE").read_text()
     assert declared is not None and declared.group(1) == "Apache-2.0"
     assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+
+
+def test_metrics_csv_has_one_row_per_epoch_then_the_end_of_training_row(tmp_path):
+    import csv
+
+    r = run_cli("run", *TINY, "trainer.max_epochs=3", "logger=csv", f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    per_epoch = [row for row in rows if row["epoch"] != ""]
+    assert [row["epoch"] for row in per_epoch] == ["0", "1", "2"]  # Lightning's 0-based epoch, one row each
+    assert all(row["test_acc"] and row["train_loss"] for row in per_epoch)
+    final = [row for row in rows if row["epoch"] == ""]
+    assert len(final) == 1 and final[0]["test_acc_batch"]  # the once-per-run measurements after training

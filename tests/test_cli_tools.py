@@ -85,7 +85,7 @@ def test_metrics_csv_has_one_row_per_epoch_then_the_end_of_training_row(tmp_path
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     per_epoch = [row for row in rows if row["epoch"] != ""]
-    assert [row["epoch"] for row in per_epoch] == ["0", "1", "2"]  # Lightning's 0-based epoch, one row each
+    assert [float(row["epoch"]) for row in per_epoch] == [1, 2, 3]  # one row each, numbered as in summary.json
     assert all(row["test_acc"] and row["train_loss"] for row in per_epoch)
     final = [row for row in rows if row["epoch"] == ""]
     assert len(final) == 1 and final[0]["test_acc_batch"]  # the once-per-run measurements after training

@@ -86,6 +86,7 @@ def test_offline_run_logs_config_epochs_summary_and_calibration_table(tiny_cfg, 
     epochs = [h["history"]["item"] for h in by_type["history"] if "test_acc" in h["history"]["item"]]
     assert [e["test_acc"] for e in epochs] == [h["test_acc"] for h in result.summary["history"]]
     assert [e["train_loss"] for e in epochs] == [h["train_loss"] for h in result.summary["history"]]
+    assert [e["epoch"] for e in epochs] == [h["epoch"] for h in result.summary["history"]] == [1, 2]  # one convention
 
     # The final summary: merged summary updates hold the run record's scalars.
     summary: dict = {}

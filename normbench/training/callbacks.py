@@ -109,7 +109,8 @@ class EpochEvaluator(RecordPart):
             figures["val_loss"], figures["val_acc"] = self._eval(pl_module, "val")
         entry = history.start(epoch, figures)
         has_logger = bool(trainer.loggers)
-        pl_module.log_dict({k: float(v) for k, v in entry.items() if k not in ("epoch", "test_acc")},
+        # `epoch` as in summary.json (1-based): given here, it replaces the 0-based one Lightning would add
+        pl_module.log_dict({k: float(v) for k, v in entry.items() if k != "test_acc"},
                            on_epoch=True, prog_bar=False, logger=has_logger)
         pl_module.log("test_acc", entry["test_acc"], prog_bar=True, logger=has_logger)
         history.publish(trainer, pl_module, entry)

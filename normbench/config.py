@@ -341,7 +341,7 @@ def check_strategy(strategy: str) -> None:
 def check_data(data: dict[str, Any]) -> None:
     """The data section's ranges, the dataset's own option checks and subsets vs. the dataset's size."""
     try:
-        check_composition(data["batch_composition"], data["batch_size"], None, data["classes_per_batch"])
+        check_composition(data["batch_composition"], data["batch_size"], data["classes_per_batch"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
     entry = DATASETS.get(data["name"])

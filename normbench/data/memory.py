@@ -98,15 +98,13 @@ class BatchLoader:
         self.generator = torch.Generator().manual_seed(seed)
         self.composition = composition
         self.composition_options = dict(composition_options or {})
-        self._composed: tuple[int, int] | None = None  # (batches, samples they hold) per epoch, non-iid
+        self._composed: int | None = None  # batches per epoch of a non-iid composition
         if composition != "iid":
             from normbench.data.composition import COMPOSITIONS, check_composition
 
-            check_composition(composition, batch_size, None, self.composition_options.get("classes_per_batch"))
-            self._compose = COMPOSITIONS[composition].fn
-            probe = self._compose(self.y, batch_size, torch.Generator().manual_seed(seed),
-                                  **self.composition_options)
-            self._composed = (len(probe), sum(len(b) for b in probe))
+            check_composition(composition, batch_size, self.composition_options.get("classes_per_batch"))
+            self._compose = COMPOSITIONS[composition].batches
+            self._composed = COMPOSITIONS[composition].count(self.y, batch_size, **self.composition_options)
 
     @property
     def rank(self) -> int:
@@ -152,7 +150,7 @@ class BatchLoader:
 
     def __len__(self) -> int:
         if self._composed is not None:
-            return self._composed[0] // self.world_size
+            return self._composed // self.world_size
         return len(self.batch_slices())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -37,8 +37,6 @@ from torch import nn
 from normbench.metrics.accuracy import Evaluation, evaluate
 from normbench.metrics.running_stats import DEFAULT_EPS, _running_mean, running_stat_layers
 
-MODES = ("ema", "precise", "batch", "adabn", "weighted")
-
 
 def mix_moments(m_x: torch.Tensor, v_x: torch.Tensor, m_pop: torch.Tensor | None, v_pop: torch.Tensor,
                 alpha: float) -> tuple[torch.Tensor | None, torch.Tensor]:

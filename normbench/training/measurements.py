@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +216,13 @@ class CalibrationMonitor(RecordPart):
         if self._diverged() or self._epoch % self.every_n_epochs:
             return
         t0 = time.perf_counter()
-        try:
-            measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
-            if measured is None:
-                return
-            figures = dict(measured)
-            if self.precise_test_every_epoch:
-                ema = entry.get("test_acc")
-                figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, ema) or {})
-        finally:
-            self.calib_seconds += time.perf_counter() - t0
+        measured = self._guard("calibration", self._measure_epoch, trainer, pl_module, self._epoch)
+        figures = dict(measured or {})
+        if measured is not None and self.precise_test_every_epoch:
+            figures.update(self._guard("test_acc_precise", self._add_precise, self._epoch, entry.get("test_acc")) or {})
+        self.calib_seconds += time.perf_counter() - t0
+        if measured is None:
+            return
         pl_module.log_dict(_loggable(figures), on_epoch=True, prog_bar=False, logger=bool(trainer.loggers))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -246,30 +245,21 @@ class CalibrationMonitor(RecordPart):
                 final.update(precise)
             if cal.model is not None:
                 final["test_acc_ema"] = ema_acc
-        timings: dict[str, float] = {}
         final["test_ece_ema"] = final["test_ece"] if final.get("test_acc_ema") is not None else None
-        for split in ("train", "test"):
-            t0 = time.perf_counter()
-            measured = self._guard(f"{split}_acc_batch", self.batch_stats_accuracy, net, split)
-            acc, left_out, ece = measured if measured is not None else (None, None, None)
-            final.update({f"{split}_acc_batch": acc, f"{split}_acc_batch_left_out": left_out})
-            if split == "test":
-                final["test_ece_batch"] = ece
-                timings["batch"] = time.perf_counter() - t0
         final["weighted_alpha"] = self.weighted_alpha
+        timings: dict[str, float] = {}  # the once-per-run test-mode passes (test_modes_s)
+        final.update(self._batch_stats(net, "train"))
+        with _timed(timings, "batch"):
+            final.update(self._batch_stats(net, "test"))
         if cal is not None and cal.model is not None:
-            t0 = time.perf_counter()
-            adabn = self._guard("test_acc_adabn", self.adabn_test, net)
-            if adabn is not None:
-                final.update(adabn)
-            timings["adabn"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            weighted = self._guard("test_acc_weighted", weighted_evaluate, cal.model, self._test_batches(),
-                                   self.weighted_alpha, self.ece_bins)
+            with _timed(timings, "adabn"):
+                final.update(self._guard("test_acc_adabn", self.adabn_test, net) or {})
+            with _timed(timings, "weighted"):
+                weighted = self._guard("test_acc_weighted", weighted_evaluate, cal.model, self._test_batches(),
+                                       self.weighted_alpha, self.ece_bins)
             if weighted is not None:
                 final.update({"test_acc_weighted": weighted.acc, "test_ece_weighted": weighted.ece,
                               "weighted_method": weighted.method})
-            timings["weighted"] = time.perf_counter() - t0
         final["test_modes_s"] = timings
         if self.recalibrate and cal is not None and cal.model is not None and \
                 final.get("test_acc_precise") is not None:
@@ -291,6 +281,13 @@ class CalibrationMonitor(RecordPart):
                 "acc_gap": train_acc - final["test_acc_precise"], "train_acc_ema": last.get("train_acc"),
                 "recalibrated": True}
 
+    def _batch_stats(self, net: nn.Module, split: str) -> dict[str, Any]:
+        """The record's batch-statistics figures of `split` (null when the pass failed)."""
+        measured = self._guard(f"{split}_acc_batch", self.batch_stats_accuracy, net, split)
+        acc, left_out, ece = measured if measured is not None else (None, None, None)
+        out = {f"{split}_acc_batch": acc, f"{split}_acc_batch_left_out": left_out}
+        return {**out, "test_ece_batch": ece} if split == "test" else out
+
     def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int, float]:
         """(accuracy, samples left out, ECE) of `net` on `split` in train mode (batch statistics, training batch)."""
         x, y = self.data.split(split)
@@ -299,16 +296,11 @@ class CalibrationMonitor(RecordPart):
         scores = evaluate(copy.deepcopy(net), batches, train_mode=True, ece_bins=self.ece_bins)
         return scores.acc, batches.left_out, scores.ece
 
-    def adabn_batches(self) -> BatchLoader:
-        """AdaBN's population pass: the whole test set in train-mode batches of the training batch size."""
-        return self._train_mode_loader(self.data.test_x, self.data.test_y, shuffle=False)
-
     def adabn_test(self, net: nn.Module) -> dict[str, Any]:
-        """Test figures with population statistics re-estimated on the test set (null without running stats)."""
-        batches = self.adabn_batches()
+        """Test figures with population statistics re-estimated on the test set (AdaBN): the population pass
+        over the whole test set in train-mode batches of the training batch size. `net` has running statistics."""
+        batches = self._train_mode_loader(self.data.test_x, self.data.test_y, shuffle=False)
         cal = calibrate(net, batches)
-        if cal.model is None:
-            return {"test_acc_adabn": None, "test_ece_adabn": None, "adabn_left_out": None}
         scores = evaluate(cal.model, self._test_batches(), ece_bins=self.ece_bins)
         return {"test_acc_adabn": scores.acc, "test_ece_adabn": scores.ece, "adabn_left_out": batches.left_out}
 
@@ -324,6 +316,16 @@ class CalibrationMonitor(RecordPart):
             status.pop("recalibrate", None)
         return {**dict.fromkeys(SUMMARY_KEYS), **self._final, "calib_s": self.calib_seconds, "measurements": status,
                 "measurement_errors": dict(self.errors)}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the seconds the block takes to `timings[name]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _loggable(figures: dict[str, Any]) -> dict[str, float]:

@@ -11,11 +11,16 @@ Side by side in one process, interleaved over repeats (median of each, then the 
              measured epoch with calib.precise_test_every_epoch=true
   final      what it adds once after training besides that: the ECE pass (eval mode) and the
              train_acc_batch and test_acc_batch passes (train mode)
+  adabn      the `adabn` test mode, once after training: a population pass over the test set, then a test pass
+  weighted   the `weighted` test mode (inference example weighing), once after training, batched
+  weighted1  (with --per-example) the same evaluated one example at a time, the fallback for layers whose
+             eval arithmetic is not BatchNorm's: what the batched change of variables saves
 
 The calibration figures come from the shipped callback's own methods on the net being trained.
 
     python -m benchmarks.calibration_cost --threads 1     # real Fashion-MNIST, 3 repeats
     python -m benchmarks.calibration_cost --repeats 5
+    python -m benchmarks.calibration_cost --threads 1 --repeats 2 --batch-size 32 --per-example
 
 Both clocks are reported: wall time, and this process's CPU time, which other jobs on a shared
 machine do not inflate (exact with --threads 1).
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 
 from normbench.data import load_data
 from normbench.metrics import evaluate
+from normbench.metrics.test_modes import weighted_evaluate
 from normbench.models import build_model
 from normbench.training.measurements import CalibrationMonitor
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-example", action="store_true", help="also time example weighing one example at a time")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     cal = monitor.measure(net)
     parts = {"epoch": lambda: train_epoch(net, opt, data.train_x, data.train_y, args.batch_size, g),
              "calib": lambda: monitor.measure(net), "precise": lambda: monitor.precise_test(cal, None),
-             "eval": eval_passes, "final": final_passes}
+             "eval": eval_passes, "final": final_passes, "adabn": lambda: monitor.adabn_test(net),
+             "weighted": lambda: weighted_evaluate(cal.model, monitor._test_batches(), 1 / args.batch_size)}
+    if args.per_example:
+        parts["weighted1"] = lambda: weighted_evaluate(cal.model, monitor._test_batches(), 1 / args.batch_size,
+                                                       check=0)
     wall: dict[str, list[float]] = {k: [] for k in parts}
     cpu: dict[str, list[float]] = {k: [] for k in parts}
     for rep in range(args.repeats):
@@ -113,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{(m['calib'] + m['precise']) / m['epoch']:.3f}")
         print(f"[{clock}]   once after training (precise + split) / training epoch: "
               f"{(m['precise'] + m['final']) / m['epoch']:.3f}")
+        # each test mode against one eval-mode test pass (the precise pass is exactly that)
+        modes = [f"{k} {m[k]:.2f} s ({m[k] / m['precise']:.1f}x a test pass)"
+                 for k in ("adabn", "weighted", "weighted1") if k in m]
+        print(f"[{clock}]   test modes, once after training: {', '.join(modes)}")
     ema_acc = evaluate(net, data.loader("test", args.eval_batch_size)).acc
     precise = monitor.precise_test(cal, ema_acc)
     print(f"(after {args.repeats} epochs: calib_kl {cal.aggregate['calib_kl']:.4f}, "

@@ -208,7 +208,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     resolved = to_dict(cfg)
     resolved["out_dir"] = str(out_dir)
 
-    module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved})
+    module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved},
+                        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val)
     throughput = ThroughputMonitor()
     # The record's parts: the evaluator opens each epoch's history entry and publishes it; the measurements
     # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
@@ -246,8 +248,6 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision,
         max_epochs=cfg.trainer.max_epochs,
-        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
         # CUDA lacks deterministic kernels for some ops (adaptive pooling backward): warn there instead.
         deterministic=deterministic,
         logger=logger,

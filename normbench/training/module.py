@@ -16,13 +16,26 @@ class Classifier(L.LightningModule):
     Training loss and accuracy are accumulated on the device during the epoch (no per-step host sync)
     and exposed as `epoch_train_loss` / `epoch_train_acc` at epoch end: these are the batch-statistics
     figures the optimizer saw, averaged over the epoch while the weights moved.
+
+    The optimization step is written out (Lightning's manual optimization) instead of Lightning's automatic
+    loop, whose per-step closure and hook dispatch cost about as much as a LeNet step at batch 2
+    (benchmarks/throughput.py). The arithmetic is the automatic loop's, in the same order, so the numbers are
+    identical: each micro-batch's loss is divided by `accumulate_grad_batches`, the optimizer steps after
+    every `accumulate_grad_batches` micro-batches and after the epoch's last one (a shorter final window, as
+    Lightning does), gradients are clipped by norm to `gradient_clip_val` before a step, and an epoch-interval
+    learning-rate scheduler steps at the end of each epoch. `LightningOptimizer.step` keeps the optimizer-step
+    count (`trainer.global_step`, `max_steps`) and the `on_before_optimizer_step` hooks.
     """
 
-    def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None):
+    def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None,
+                 accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None):
         super().__init__()
+        self.automatic_optimization = False
         self.net = net
         self.optim_cfg = dict(optim)
         self.max_epochs = max_epochs
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.gradient_clip_val = gradient_clip_val or None
         if hparams is not None:
             self.save_hyperparameters(hparams)
         self._sums: torch.Tensor | None = None  # loss sum, correct predictions (on the device)
@@ -46,7 +59,24 @@ class Classifier(L.LightningModule):
             n = y.numel()
             self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double()])
         self._count += n
+        self._optimize(loss, batch_idx)
         return loss
+
+    def _optimize(self, loss: torch.Tensor, batch_idx: int) -> None:
+        k = self.accumulate_grad_batches
+        opt = self.optimizers()
+        self.manual_backward(loss / k if k > 1 else loss)
+        if (batch_idx + 1) % k and batch_idx + 1 != self.trainer.num_training_batches:
+            return  # inside an accumulation window
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def epoch_train_stats(self) -> tuple[float, float]:
         """(mean training loss, training accuracy) of the current epoch, batch statistics."""

@@ -1,0 +1,60 @@
+"""normbench's written-out optimization step (Classifier, Lightning's manual optimization) computes exactly
+what Lightning's automatic loop computes: same weights and running statistics after training with gradient
+accumulation (a shorter last window), gradient clipping, a cosine schedule and SGD momentum."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from normbench.data import load_data
+from normbench.models import build_model
+from normbench.train import quiet_lightning
+from normbench.training.module import Classifier
+
+
+class AutomaticClassifier(Classifier):
+    """The same module on Lightning's automatic loop (the reference)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = True
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def on_train_epoch_end(self) -> None:  # Lightning steps the scheduler itself
+        pass
+
+
+def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2) -> tuple[dict[str, torch.Tensor], int]:
+    quiet_lightning()
+    data = load_data("synthetic", num_train=150, num_test=16)
+    torch.manual_seed(0)
+    net = build_model("lenet", "bn", 10, 1, 28)
+    optim = {"name": "sgd", "lr": 0.3, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
+             "scheduler": "cosine", "norm_weight_decay": 0.0}
+    module = cls(net, optim, epochs, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
+    trainer_kwargs = {}
+    if cls is AutomaticClassifier:
+        trainer_kwargs = {"accumulate_grad_batches": accumulate, "gradient_clip_val": clip}
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, **trainer_kwargs)
+    loader = data.loader("train", 8, shuffle=True, seed=0)  # 19 batches: the last window is shorter
+    trainer.fit(module, train_dataloaders=loader)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, trainer.global_step
+
+
+@pytest.mark.parametrize(("accumulate", "clip"), [(1, None), (4, 0.5)])
+def test_manual_step_equals_lightnings_automatic_loop(accumulate, clip):
+    ours, our_steps = _fit(Classifier, accumulate, clip)
+    ref, ref_steps = _fit(AutomaticClassifier, accumulate, clip)
+    assert our_steps == ref_steps == 2 * -(-19 // accumulate)
+    assert ours.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(ours[k], ref[k]), k
+    assert not torch.equal(ours["features.norm1.running_mean"], torch.zeros_like(ref["features.norm1.running_mean"]))

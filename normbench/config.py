@@ -99,6 +99,9 @@ class TrainerSchema:
     # torch intra-op threads. CPU results depend on it (reductions split differently), so it is part of
     # the config; null: torch's own default (torch.get_num_threads()), resolved when the run starts.
     threads: int | None = option(None, low=1, say_null=False)
+    # torch.compile the model's training forward (and so its backward); evaluation passes stay eager
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
 
 @dataclass

@@ -87,9 +87,14 @@ FIELDS: tuple[Field, ...] = (
     _f("train_acc_running", "number", FRACTION, "training accuracy over the epoch's steps (batch statistics)",
        "evaluator", per_epoch=True),
     # --- throughput
-    _f("examples_per_sec", "number", "samples/s", "training samples per second, training steps only", "throughput",
-       headline=True),
-    _f("train_time_s", "number", SECONDS, "time in training steps (no evaluation)", "throughput"),
+    _f("examples_per_sec", "number", "samples/s", "training samples per second, training steps only (the steps "
+       "that compiled excluded)", "throughput", headline=True),
+    _f("train_time_s", "number", SECONDS, "time in training steps (no evaluation; compiling steps included)",
+       "throughput"),
+    _f("compiled", "boolean", NONE, "the training forward/backward ran through torch.compile", "throughput"),
+    _f("compile_s", "number", SECONDS, "time of the training steps during which torch compiled (0 when not "
+       "compiled, or when this process had compiled the same shapes before)", "throughput"),
+    _f("compile_steps", "integer", COUNT, "training steps during which torch compiled", "throughput"),
     _f("train_examples_seen", "integer", SAMPLES, "training samples of every step", "throughput"),
     # --- the measurements after epochs (running-statistics calibration, accuracy split, ECE)
     _f("calib_layers", "integer", COUNT, "norm layers with running statistics that were measured", "measurements"),

@@ -210,8 +210,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
 
     module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved},
                         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-                        gradient_clip_val=cfg.trainer.gradient_clip_val)
-    throughput = ThroughputMonitor()
+                        gradient_clip_val=cfg.trainer.gradient_clip_val,
+                        compile_mode=cfg.trainer.compile_mode if cfg.trainer.compile else None)
+    throughput = ThroughputMonitor(compiled=cfg.trainer.compile)
     # The record's parts: the evaluator opens each epoch's history entry and publishes it; the measurements
     # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
     # Progress: Lightning's bar on a terminal, else one line per epoch (after the epoch's measurements).

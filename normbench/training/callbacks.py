@@ -26,19 +26,40 @@ class ThroughputMonitor(RecordPart):
     An epoch's clock runs from `on_train_epoch_start` to the end of its last optimizer step, so it
     includes batch fetching and Lightning's loop overhead but not the end-of-epoch evaluation. Put it
     first in the callback list so its epoch-end hook runs before the evaluators'.
+
+    With `compiled=True` each step is also timed on its own, and a step during which torch compiled (its
+    compilation-event count grew) is counted in `compile_s` / `compile_steps` and left out of
+    `examples_per_sec`: the compile time is reported separately from the steady-state rate.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = False) -> None:
         self.examples = 0
         self.seconds = 0.0
         self._start = 0.0
+        self.compiled = compiled
+        self.compile_s = 0.0
+        self.compile_steps = 0
+        self.compile_examples = 0
+        self._step_start = 0.0
+        self._events = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
         self._start = time.perf_counter()
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.compiled:
+            self._events = compile_events()
+            self._step_start = time.perf_counter()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.examples += int(batch[1].shape[0])
+        n = int(batch[1].shape[0])
+        self.examples += n
+        if self.compiled and compile_events() != self._events:
+            _sync(pl_module)
+            self.compile_s += time.perf_counter() - self._step_start
+            self.compile_steps += 1
+            self.compile_examples += n
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
@@ -46,11 +67,20 @@ class ThroughputMonitor(RecordPart):
 
     @property
     def examples_per_sec(self) -> float:
-        return self.examples / self.seconds if self.seconds > 0 else float("nan")
+        seconds = self.seconds - self.compile_s
+        return (self.examples - self.compile_examples) / seconds if seconds > 0 else float("nan")
 
     def summary(self) -> dict[str, Any]:
         return {"examples_per_sec": self.examples_per_sec, "train_time_s": self.seconds,
-                "train_examples_seen": self.examples}
+                "train_examples_seen": self.examples, "compiled": self.compiled,
+                "compile_s": self.compile_s, "compile_steps": self.compile_steps}
+
+
+def compile_events() -> int:
+    """How many compilation phases torch has timed in this process (grows while torch.compile compiles)."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return sum(len(v) for v in compilation_time_metrics.values())
 
 
 # A run diverged when an epoch's mean training loss (batch statistics, as the optimizer saw it) is not

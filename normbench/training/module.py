@@ -28,7 +28,8 @@ class Classifier(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None,
-                 accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None):
+                 accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
+                 compile_mode: str | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.net = net
@@ -36,6 +37,9 @@ class Classifier(L.LightningModule):
         self.max_epochs = max_epochs
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val or None
+        # The training forward through torch.compile (None: eager). Kept out of the module's children so the
+        # state dict has no second copy of the weights; evaluation passes call `self.net` eagerly.
+        self.__dict__["_train_forward"] = compiled_forward(net, compile_mode) if compile_mode else net
         if hparams is not None:
             self.save_hyperparameters(hparams)
         self._sums: torch.Tensor | None = None  # loss sum, correct predictions (on the device)
@@ -51,7 +55,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self.net(x)
+        logits = self._train_forward(x)
         loss = F.cross_entropy(logits, y)
         if self.initial_loss is None:
             self.initial_loss = float(loss.detach())  # one host sync, at the first step only
@@ -100,6 +104,14 @@ class Classifier(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+
+def compiled_forward(net: nn.Module, mode: str) -> nn.Module:
+    """`net` through torch.compile (`mode`: default, reduce-overhead, max-autotune), one static graph per input
+    shape (a trailing partial batch compiles its own instead of making every step's graph dynamic). Torch
+    reuses the compiled code for another instance of the same model in the same process, so a sweep worker
+    compiles once per model and shape, not once per trial."""
+    return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def norm_decay(weight_decay: float, norm_weight_decay: float | None) -> float:

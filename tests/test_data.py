@@ -155,3 +155,18 @@ def test_trailing_single_sample_batch_dropped_for_batch_stat_norms():
     y = torch.zeros(9, dtype=torch.long)
     assert [len(b[1]) for b in BatchLoader(x, y, 4, shuffle=False, drop_last=False, min_batch=2)] == [4, 4]
     assert [len(b[1]) for b in BatchLoader(x, y, 4, shuffle=False, drop_last=False)] == [4, 4, 1]
+
+
+def test_raw_data_cache_reads_the_files_once_and_hands_out_copies(fake_fmnist):
+    from normbench.data.memory import raw_data_cache
+
+    root, _ = fake_fmnist
+    with raw_data_cache():
+        first = load_data("fashion_mnist", root=str(root))
+        first.train_y.fill_(9)  # a caller's edit must not reach the cache
+        for f in root.iterdir():
+            f.unlink()  # the second load cannot read the files: it comes from the cache
+        second = load_data("fashion_mnist", root=str(root), train_subset=4)
+        assert len(second.train_x) == 4 and not (second.train_y == 9).all()
+    with pytest.raises(ConfigError):  # outside the block every load reads the files
+        load_data("fashion_mnist", root=str(root), download=False)

@@ -95,6 +95,12 @@ class Worker:
             return True
 
     def run(self) -> list[TrialOutcome]:
+        from normbench.data.memory import raw_data_cache
+
+        with raw_data_cache():  # the trials read their dataset's files once per worker, not once per trial
+            return self._run()
+
+    def _run(self) -> list[TrialOutcome]:
         first_seen: dict[int, float] = {}
         ss = self.sweep_study
         waiting = False

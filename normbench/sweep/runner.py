@@ -33,6 +33,8 @@ def prepare(args: list[str]) -> tuple[Plan, str]:
         raise ConfigError("no sweep=NAME given")
     spec = load_spec(name, settings)
     plan = make_plan(spec, run_overrides)
+    if spec.trials_per_device is not None and spec.n_workers > 1:  # more workers than device slots: refused now
+        worker_devices(spec.n_workers, spec.trials_per_device, cuda_device_count())
     url = storage_url(plan.results_dir, spec.name, spec.storage)
     mask_password(url)  # before anything (W&B, worker processes) can read sys.argv
     check_output_dir(plan.results_dir, "results_dir")
@@ -104,12 +106,46 @@ def _run_here(plan: Plan, sweep_study: SweepStudy) -> int:
     return 0
 
 
-def worker_process(plan: Plan, url: str, counter: Any, log_path: str) -> None:
+def worker_devices(n_workers: int, trials_per_device: int | None, n_devices: int) -> list[int | None]:
+    """The CUDA device each local worker is pinned to: `trials_per_device` workers per device, in order (worker
+    k on device k // trials_per_device). None: not pinned (no `trials_per_device`, or no CUDA device).
+
+    Raises:
+        ConfigError: more workers than `trials_per_device` x the devices.
+    """
+    if trials_per_device is None or n_devices == 0:
+        return [None] * n_workers
+    if n_workers > trials_per_device * n_devices:
+        raise ConfigError(f"sweep.n_workers={n_workers} exceeds sweep.trials_per_device={trials_per_device} x "
+                          f"{n_devices} CUDA device(s); accepted: n_workers <= {trials_per_device * n_devices}")
+    return [k // trials_per_device for k in range(n_workers)]
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA devices, counted without initializing CUDA in this process (the workers pin theirs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pin_cuda_device(device: int | None) -> None:
+    """Makes this process see only CUDA device `device` (an index into the devices visible so far); before
+    anything here initializes CUDA. None: unchanged."""
+    if device is None:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d for d in visible.split(",") if d] if visible else None
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[device] if ids else str(device)
+
+
+def worker_process(plan: Plan, url: str, counter: Any, log_path: str, device: int | None = None) -> None:
     """Entry point of a local worker process (spawned): runs trials quietly, output to its log file.
 
-    Each trial sets its own torch thread count (trainer.threads, in its config). A fault ends the process
-    with one `error:` line in its log (the coordinator repeats it) and exit code 1.
+    Each trial sets its own torch thread count (trainer.threads, in its config). With `device`, the worker
+    sees only that CUDA device (set before anything in this process initializes CUDA). A fault ends the
+    process with one `error:` line in its log (the coordinator repeats it) and exit code 1.
     """
+    pin_cuda_device(device)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
@@ -145,13 +181,20 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     logs = sweep_dir(plan.results_dir, spec.name) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
+    n_devices = cuda_device_count() if spec.trials_per_device else 0
+    devices = worker_devices(spec.n_workers, spec.trials_per_device, n_devices)
     for k in range(spec.n_workers):
         log_path = logs / f"{k}.log"
-        p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path)),
+        p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path), devices[k]),
                         name=f"normbench-sweep-{k}")
         p.start()
         procs.append((p, log_path))
     print(f"{spec.n_workers} worker processes; logs in {logs}", flush=True)
+    if spec.trials_per_device and n_devices:
+        print(f"{spec.trials_per_device} trial(s) per CUDA device: worker k on device k // "
+              f"{spec.trials_per_device} of {n_devices}", flush=True)
+    elif spec.trials_per_device:
+        print("sweep.trials_per_device has no effect here: no CUDA device", flush=True)
     reported = {t.number for t in sweep_study.trials() if t.state in FINISHED}
     try:
         while True:

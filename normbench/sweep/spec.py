@@ -51,7 +51,8 @@ _PRIMITIVES = (type(None), bool, int, float, str)
 # Top-level keys of a sweep file and what they hold (the error for an unknown key lists them).
 SPEC_KEYS = ("description", "base", "grid", "space", "seeds", "sampler", "sampler_options", "sampler_seed",
              "n_configs", "objective", "direction", "pruner", "pruner_options", "lr_scaling", "storage",
-             "n_workers", "max_trials", "heartbeat_interval", "grace_period", "storage_patience", "table", "report")
+             "n_workers", "trials_per_device", "max_trials", "heartbeat_interval", "grace_period",
+             "storage_patience", "table", "report")
 
 
 class _Unset:
@@ -134,6 +135,9 @@ class SweepSpec:
     lr_scaling: dict[str, Any] | None = None
     storage: str | None = None
     n_workers: int = 1
+    # GPUs: worker k runs on CUDA device (k // trials_per_device) (one small trial cannot fill a GPU);
+    # null: every worker sees every device. No effect on a machine without CUDA.
+    trials_per_device: int | None = None
     max_trials: int | None = None
     heartbeat_interval: int = 10
     grace_period: int | None = None
@@ -405,6 +409,7 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
         _check_storage_url(name, storage)
     spec.storage = storage
     spec.n_workers = _int(name, "n_workers", raw.get("n_workers", 1), 1)
+    spec.trials_per_device = _int(name, "trials_per_device", raw.get("trials_per_device"), 1, allow_none=True)
     spec.max_trials = _int(name, "max_trials", raw.get("max_trials"), 1, allow_none=True)
     spec.heartbeat_interval = _int(name, "heartbeat_interval", raw.get("heartbeat_interval", 10), 1)
     spec.grace_period = _int(name, "grace_period", raw.get("grace_period"), 1, allow_none=True)

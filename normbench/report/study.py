@@ -17,8 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from normbench.errors import ConfigError
 from normbench.paths import config_dir
 from normbench.report.metrics import metric_value
@@ -58,7 +56,8 @@ class ReportArgs:
 def parse_report_args(args: list[str], command: str, section: str, accepted: dict[str, Any]) -> ReportArgs:
     """Parses `sweep=NAME [results_dir=DIR] [sweep.storage=URL] [<section>.<key>=VALUE ...]`.
 
-    Values are YAML (`table.columns=[test_acc,acc_gap]`). The section's options start from the sweep
+    Values are read as the run config's overrides are
+    (`table.columns=[test_acc,acc_gap]`). The section's options start from the sweep
     file's `<section>:` mapping (configs/sweep/<sweep>.yaml, when it exists) and `accepted` defaults.
 
     Raises:
@@ -92,10 +91,12 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
 
 
 def _parse_value(raw: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
-        raise ConfigError(f"cannot parse the value of '{key}': {raw!r}") from None
+    """A report option's value, read by the one override grammar (normbench.overrides) as the run config's."""
+    from normbench.overrides import parse
+
+    if not raw:
+        return None
+    return parse(f"{key}={raw}").value
 
 
 def sweep_file_section(sweep: str, section: str) -> dict[str, Any]:

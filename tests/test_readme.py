@@ -56,7 +56,9 @@ def check_without_training(args: list[str]) -> None:
     from normbench.sweep.runner import prepare
 
     command, rest = (args[0], args[1:]) if args else ("--help", [])
-    if command == "run" and any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in rest):
+    if command == "run" and any(a in ("-m", "--multirun") for a in rest):
+        prepare([a for a in rest if a not in ("-m", "--multirun")], multirun=True)
+    elif command == "run" and any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in rest):
         assert main(args) == 0  # prints the composed config; trains nothing
     elif command == "run" and any(a.startswith("sweep=") or a.startswith("sweep.") for a in rest):
         prepare(rest)

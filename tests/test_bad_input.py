@@ -98,9 +98,11 @@ CASES = [
      "data.root=/nonexistent-nb/data does not exist (synthetic data are generated, not read"),
     # issue 14: multirun, sweep files and config directories from outside the package, study names
     ("multirun-sweep-file", ["run", "-m", "sweep=tiny", *SWEEP], "a sweep file runs without -m"),
-    ("multirun-interval", ["run", "--multirun", *RUN, "optim.lr=interval(0.1,1)", *SWEEP],
+    ("multirun-interval", ["run", "--multirun", "data=synthetic", "optim.lr=interval(0.1,1)", *SWEEP],
      "interval(...) needs a search"),
-    ("multirun-unknown-norm", ["run", "-m", *RUN, "norm=bn,nosuch", *SWEEP], "unknown norm 'nosuch'; accepted: bn"),
+    ("multirun-unknown-norm", ["run", "-m", "data=synthetic", "norm=bn,nosuch", *SWEEP],
+     "unknown norm 'nosuch'; accepted: bn"),
+    ("multirun-out-dir", ["run", "-m", *RUN, "norm=bn,gn", *SWEEP], "out_dir is set per trial"),
     ("multirun-cfg", ["run", "-m", "--cfg", "job", "norm=bn,gn"], "--cfg prints one run's config; drop -m"),
     ("values-without-multirun", ["run", *RUN, "norm=bn,gn"], "lists several values; run it as a multirun (`run -m"),
     ("sweep-path-missing", ["run", "sweep={ws}/nope.yaml", *SWEEP], "sweep file {ws}/nope.yaml does not exist"),

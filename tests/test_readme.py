@@ -122,6 +122,8 @@ def tiny(args: list[str], work: Path | None = None) -> list[str]:
         return [*args, "scale=smoke", f"results_dir={work / 'results'}", f"work_dir={work / 'runs' / 'studies'}"]
     if not args or args[0] != "run":
         return args
+    if "-m" in args or "--multirun" in args:  # already tiny (synthetic data); a study named after the line
+        return args
     if any(a.startswith("sweep") for a in args):
         if any(a.startswith("sweep.max_trials=") for a in args):  # already a quick smoke run
             return args

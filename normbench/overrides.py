@@ -5,8 +5,9 @@ overrides a sweep plans for its trials (`format_value`) are read and written her
 parser: a value is a number, true/false, null, a quoted or bare string, a list `[a,b]` or a mapping
 `{key: value}`. YAML's spellings of the special floats (`.nan`, `.inf`, `-.inf`) read as those floats, as in
 the YAML files the same options come from. `a,b` (Hydra's sweep syntax: also `range(1,4)`) is refused, except
-by `parse_multirun` (`run -m`, normbench.sweep.multirun: a grid study). `format_value` writes a value back so that it parses to the same thing. (The report commands
-still read their options as YAML values: normbench.report.study.parse_report_args.)"""
+by `parse_multirun` (`run -m`, normbench.sweep.multirun: a grid study). `format_value` writes a value back so
+that it parses to the same thing. (The report commands still read their options as YAML values:
+normbench.report.study.parse_report_args.)"""
 
 from __future__ import annotations
 

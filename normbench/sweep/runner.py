@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from normbench.config import search_path
 from normbench.errors import ConfigError, RunFault
 from normbench.files import check_output_dir
 from normbench.results import display_url, storage_url, sweep_dir
 from normbench.sweep.export import write_trials_csv
+from normbench.sweep.multirun import multirun_spec
 from normbench.sweep.plan import Plan, make_plan
 from normbench.sweep.progress import count, final_line, trial_line
-from normbench.config import search_path
-from normbench.sweep.multirun import multirun_spec
 from normbench.sweep.spec import load_spec, split_args
 from normbench.sweep.storage import check_storage, mask_password
 from normbench.sweep.study import FINISHED, SweepStudy, quiet_optuna

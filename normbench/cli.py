@@ -21,8 +21,10 @@ commands:
 
 Overrides use Hydra syntax: group choices (norm=gn, model=resnet20, data=synthetic) and dotted keys
 (norm.momentum=0.01, data.batch_size=32, trainer.max_epochs=2, seed=1, out_dir=runs/x).
-`run sweep=NAME` runs the sweep configs/sweep/NAME.yaml; `sweep.<key>=...` changes its settings
-(sweep.n_workers=4, sweep.storage=postgresql://..., sweep.pruner=median, sweep.max_trials=5).
+`run sweep=NAME` runs the sweep configs/sweep/NAME.yaml (or sweep=PATH.yaml); `sweep.<key>=...` changes its
+settings (sweep.n_workers=4, sweep.storage=postgresql://..., sweep.max_trials=5, sweep.study_name=NAME).
+`run -m norm=bn,gn data.batch_size=8,32` (or --multirun) runs every combination as a grid study (resumable).
+`hydra.searchpath=[file:///DIR]` adds a user config directory (DIR/norm/my_norm.yaml: norm=my_norm).
 `python -m normbench list` shows the available models, norms, datasets, sweeps and experiments."""
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -86,9 +88,19 @@ def take_cfg_flag(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 @command("run", "train one run (default: the d2l LeNet+BN recipe on Fashion-MNIST) and write summary.json; "
-                "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml")
+                "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml; with -m a grid study "
+                "of the value lists (norm=bn,gn)")
 def cmd_run(args: list[str]) -> int:
+    from normbench.sweep.multirun import take_flag
+
+    multirun, args = take_flag(args)
     show_cfg, args = take_cfg_flag(args)
+    if multirun:
+        if show_cfg is not None:
+            raise ConfigError("--cfg prints one run's config; drop -m/--multirun")
+        from normbench.sweep import run_sweep
+
+        return run_sweep(args, multirun=True)
     if show_cfg is not None:
         if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
             raise ConfigError("--cfg prints one run's config; drop sweep=... and sweep.* from the command")

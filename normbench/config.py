@@ -14,7 +14,9 @@ Overrides:
                                  command line reads a value (0.5 is a number, true a bool)
 
 `hydra.*` keys are refused: normbench composes with Hydra's compose API and never runs Hydra's app
-(no hydra.run.dir, no job logging); the run directory is `out_dir`.
+(no hydra.run.dir, no job logging); the run directory is `out_dir`. The one exception is Hydra's search
+path, `hydra.searchpath=[file:///my/configs]`: user config directories whose groups (norm/, sweep/,
+experiment/, ...) add choices to the package's (a name in both is the package's).
 
 `from_mapping(dict)` validates a config given in Python, possibly partial, against the same YAML defaults
 as the command line: the Python API and the CLI give the same run for the same settings.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +36,7 @@ from normbench.data import DATASETS
 from normbench.data.composition import check_composition
 from normbench.errors import ConfigError
 from normbench.models import MODELS
-from normbench.overrides import parse, parse_value
+from normbench.overrides import format_value, parse, parse_value
 from normbench.paths import config_dir, group_choices
 from normbench.registry import Registry
 from normbench.run_facts import norm_batch_size
@@ -109,6 +112,7 @@ class LoggerSchema:
     name: Literal["none", "csv", "wandb"] = "none"
     project: str = "normbench"
     group: str | None = None
+    job_type: str = "train"  # W&B's job type; a sweep's trials: sweep-trial
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -168,13 +172,41 @@ def _groups() -> list[str]:
     return [*[n for n, s in SECTIONS.items() if s.group], *PRESET_GROUPS, *RUNNER_GROUPS]
 
 
-def check_group_choice(group: str, value: object) -> str:
-    """The file name in configs/<group>/ that `value` selects (registry aliases accepted).
+SEARCH_PATH_KEY = "hydra.searchpath"
+
+
+def search_path(overrides: list[str] | tuple[str, ...]) -> tuple[Path, ...]:
+    """The user config directories of a `hydra.searchpath=[file:///dir,...]` override (none: ()).
+
+    Raises:
+        ConfigError: not a list of `file://` URLs or paths, or a directory that does not exist.
+    """
+    dirs: list[Path] = []
+    for given in overrides:
+        if not given.lstrip("+").startswith(SEARCH_PATH_KEY + "="):
+            continue
+        value = parse(given).value
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if not isinstance(item, str) or not item or item.startswith("pkg://"):
+                raise ConfigError(f"{SEARCH_PATH_KEY} takes a list of directories (file:///path or a path), got "
+                                  f"{item!r}")
+            path = Path(item[len("file://"):] if item.startswith("file://") else item).expanduser()
+            if not path.is_dir():
+                raise ConfigError(f"{SEARCH_PATH_KEY}: {path} is not a directory (a user config directory holds "
+                                  "group folders such as norm/, sweep/, experiment/)")
+            dirs.append(path.resolve())
+    return tuple(dict.fromkeys(dirs))
+
+
+def check_group_choice(group: str, value: object, search: tuple[Path, ...] = ()) -> str:
+    """The file name in configs/<group>/ (or a user config directory of `search`) that `value` selects
+    (registry aliases accepted).
 
     Raises:
         ConfigError: no such file; the message lists the accepted names.
     """
-    choices = group_choices(group)
+    choices = group_choices(group, search)
     if value in choices:
         return str(value)
     section = SECTIONS.get(group)
@@ -189,12 +221,18 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
     """Checks group choices against the files on disk and lets value overrides through to validation."""
     out = []
     groups = _groups()
+    search = search_path(overrides)
+    if search:  # one override, absolute paths: the composed config does not depend on the working directory
+        out.append(f"{SEARCH_PATH_KEY}=[{','.join(format_value('file://' + str(p)) for p in search)}]")
     for given in overrides:
         ov = parse(given)
         text, key = ov.text, ov.key
+        if key == SEARCH_PATH_KEY:
+            continue
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise ConfigError(f"override '{text}': hydra.* settings are not used (normbench runs nothing through "
-                              "Hydra's app launcher); accepted instead: out_dir=DIR for the run directory")
+                              "Hydra's app launcher); accepted instead: out_dir=DIR for the run directory, and "
+                              f"{SEARCH_PATH_KEY}=[file:///DIR] for user config directories")
         if key in groups and ov.package is None and ov.prefix in ("", "+", "++"):
             # Every group already has a default entry in configs/config.yaml, so Hydra's `+group=x` (add) and
             # `++group=x` mean the same as `group=x` here; they are accepted as that.
@@ -203,7 +241,7 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
             if value is None:
                 out.append(text)
                 continue
-            choice = check_group_choice(key, value)
+            choice = check_group_choice(key, value, search)
             if key in RUNNER_GROUPS:
                 raise ConfigError(f"{key}={choice} is run by `python -m normbench run {key}={choice}`; "
                                   "load_config composes the config of a single run")

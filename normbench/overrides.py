@@ -4,9 +4,10 @@ The run config (`norm=gn`, `optim.lr=0.1`), a sweep's command-line settings (`sw
 overrides a sweep plans for its trials (`format_value`) are read and written here, by one Hydra override
 parser: a value is a number, true/false, null, a quoted or bare string, a list `[a,b]` or a mapping
 `{key: value}`. YAML's spellings of the special floats (`.nan`, `.inf`, `-.inf`) read as those floats, as in
-the YAML files the same options come from. `a,b` (Hydra's sweep syntax) is refused: sweeps are declared in
-sweep files. `format_value` writes a value back so that it parses to the same thing. The report commands read
-their `key=value` options with the same grammar (normbench.report.study.parse_report_args)."""
+the YAML files the same options come from. `a,b` (Hydra's sweep syntax: also `range(1,4)`) is refused, except
+by `parse_multirun` (`run -m`, normbench.sweep.multirun: a grid study). `format_value` writes a value back so
+that it parses to the same thing. The report commands read their `key=value` options with the same grammar
+(normbench.report.study.parse_report_args)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class Override:
     value: Any
     prefix: str = ""
     package: str | None = None
+    sweep: tuple[Any, ...] | None = None  # the values of a multirun override (`norm=bn,gn`); None: one value
 
 
 def quote_home(text: str) -> str:
@@ -55,19 +57,51 @@ def quote_home(text: str) -> str:
     return text
 
 
-def parse(text: str) -> Override:
-    """Parses one `key=value` argument.
-
-    Raises:
-        ConfigError: not override syntax, or several values (`a,b`: a sweep is declared in a sweep file).
-    """
-    text = quote_home(text)
+def _hydra_override(text: str):
     try:
         (ov,) = _parser().parse_overrides([text])
     except Exception as e:  # noqa: BLE001 - hydra's parse errors are several classes
         raise ConfigError(f"cannot parse override '{text}': {str(e).splitlines()[0]}") from None
+    return ov
+
+
+def parse(text: str) -> Override:
+    """Parses one `key=value` argument.
+
+    Raises:
+        ConfigError: not override syntax, or several values (`a,b`: a sweep is declared in a sweep file, or
+            run with `run -m`).
+    """
+    text = quote_home(text)
+    ov = _hydra_override(text)
     if ov.is_sweep_override():
-        raise ConfigError(f"override '{text}' lists several values; sweeps are declared in configs/sweep/ files")
+        raise ConfigError(f"override '{text}' lists several values; run it as a multirun (`run -m ...`: a grid "
+                          "study) or declare the sweep in a sweep file")
+    return _override(text, ov)
+
+
+def parse_multirun(text: str) -> Override:
+    """Parses one argument of `run -m`: one value, or several (`a,b`, `range(2,5)`) as `Override.sweep`.
+
+    Raises:
+        ConfigError: not override syntax, or a sweep without a finite list of values (`interval(...)`).
+    """
+    text = quote_home(text)
+    ov = _hydra_override(text)
+    if not ov.is_sweep_override():
+        return _override(text, ov)
+    if not ov.is_discrete_sweep():
+        raise ConfigError(f"override '{text}': a multirun takes lists of values (a,b or range(...)); "
+                          "interval(...) needs a search: declare it as `space:` in a sweep file")
+    try:
+        values = tuple(_special_floats(v) for v in ov.sweep_iterator())
+    except Exception as e:  # noqa: BLE001 - glob(...) without choices, ...
+        raise ConfigError(f"override '{text}': cannot list its values: {str(e).splitlines()[0]}") from None
+    prefix = next((p for p in ("++", "+", "~") if text.startswith(p)), "")
+    return Override(text, ov.key_or_group, list(values), prefix, ov.package, values)
+
+
+def _override(text: str, ov: Any) -> Override:
     prefix = next((p for p in ("++", "+", "~") if text.startswith(p)), "")
     value = None if ov.is_delete() and ov.value() is None else _special_floats(ov.value())
     return Override(text, ov.key_or_group, value, prefix, ov.package)

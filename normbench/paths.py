@@ -23,7 +23,31 @@ def config_dir() -> Path:
     raise ConfigError(f"normbench configs not found next to {here}")  # pragma: no cover
 
 
-def group_choices(group: str) -> list[str]:
-    """The file names (without .yaml) of config group `group`, sorted."""
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def config_dirs(search: tuple[Path, ...] = ()) -> list[Path]:
+    """The config tree, then the user config directories `search` (`hydra.searchpath`), in Hydra's order: a
+    name in both is the package's."""
+    return [config_dir(), *search]
+
+
+def group_choices(group: str, search: tuple[Path, ...] = ()) -> list[str]:
+    """The file names (without .yaml) of config group `group` in the config tree and `search`, sorted."""
+    names = set()
+    for root in config_dirs(search):
+        folder = root / group
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def group_file(group: str, name: str, search: tuple[Path, ...] = ()) -> Path | None:
+    """The file `<dir>/<group>/<name>.yaml` Hydra composes for `group=name` (the first directory that has it)."""
+    for root in config_dirs(search):
+        path = root / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def is_file_argument(name: str) -> bool:
+    """`sweep=` names a file rather than a choice of the config tree (`sweep=~/my_sweep.yaml`, `sweep=./s.yaml`)."""
+    return name.endswith((".yaml", ".yml")) or "/" in name or name.startswith("~")

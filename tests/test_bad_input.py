@@ -96,6 +96,24 @@ CASES = [
     ("test-subset-too-big", ["run", *RUN, "data.test_subset=33"], "data.test_subset=33 must be in [1, 32]"),
     ("synthetic-root-missing", ["run", *RUN, "data.root=/nonexistent-nb/data"],
      "data.root=/nonexistent-nb/data does not exist (synthetic data are generated, not read"),
+    # issue 14: multirun, sweep files and config directories from outside the package, study names
+    ("multirun-sweep-file", ["run", "-m", "sweep=tiny", *SWEEP], "a sweep file runs without -m"),
+    ("multirun-interval", ["run", "--multirun", "data=synthetic", "optim.lr=interval(0.1,1)", *SWEEP],
+     "interval(...) needs a search"),
+    ("multirun-unknown-norm", ["run", "-m", "data=synthetic", "norm=bn,nosuch", *SWEEP],
+     "unknown norm 'nosuch'; accepted: bn"),
+    ("multirun-out-dir", ["run", "-m", *RUN, "norm=bn,gn", *SWEEP], "out_dir is set per trial"),
+    ("multirun-cfg", ["run", "-m", "--cfg", "job", "norm=bn,gn"], "--cfg prints one run's config; drop -m"),
+    ("values-without-multirun", ["run", *RUN, "norm=bn,gn"], "lists several values; run it as a multirun (`run -m"),
+    ("sweep-path-missing", ["run", "sweep={ws}/nope.yaml", *SWEEP], "sweep file {ws}/nope.yaml does not exist"),
+    ("table-sweep-path-missing", ["table", "sweep={ws}/nope.yaml", *SWEEP], "sweep file {ws}/nope.yaml does not exist"),
+    ("searchpath-missing", ["run", *RUN, "hydra.searchpath=[file:///nonexistent-nb/configs]"],
+     "hydra.searchpath: /nonexistent-nb/configs is not a directory"),
+    ("searchpath-pkg", ["run", *RUN, "hydra.searchpath=[pkg://somewhere]"],
+     "hydra.searchpath takes a list of directories (file:///path or a path), got 'pkg://somewhere'"),
+    ("hydra-run-dir", ["run", *RUN, "hydra.run.dir=x"], "hydra.* settings are not used"),
+    ("study-name-slash", ["run", "sweep=tiny", *SWEEP, "sweep.study_name=a/b"],
+     "study_name must be a folder name (letters, digits, _ . -), got 'a/b'"),
 ]
 
 

@@ -244,7 +244,7 @@ def test_wandb_without_network_falls_back_to_offline_with_one_warning(tmp_path, 
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: W&B")]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {expected}"), proc.stderr
     assert "logging this run offline" in warnings[0] and "wandb sync" in warnings[0]
-    assert len(list((results / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    assert len(list((out_dir / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
 # ---------------------------------------------------------------- secrets (item 5)

@@ -56,7 +56,9 @@ def check_without_training(args: list[str]) -> None:
     from normbench.sweep.runner import prepare
 
     command, rest = (args[0], args[1:]) if args else ("--help", [])
-    if command == "run" and any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in rest):
+    if command == "run" and any(a in ("-m", "--multirun") for a in rest):
+        prepare([a for a in rest if a not in ("-m", "--multirun")], multirun=True)
+    elif command == "run" and any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in rest):
         assert main(args) == 0  # prints the composed config; trains nothing
     elif command == "run" and any(a.startswith("sweep=") or a.startswith("sweep.") for a in rest):
         prepare(rest)
@@ -119,6 +121,8 @@ def tiny(args: list[str], work: Path | None = None) -> list[str]:
             return [*args, f"results_dir={work / 'results'}"]
         return [*args, "scale=smoke", f"results_dir={work / 'results'}", f"work_dir={work / 'runs' / 'studies'}"]
     if not args or args[0] != "run":
+        return args
+    if "-m" in args or "--multirun" in args:  # already tiny (synthetic data); a study named after the line
         return args
     if any(a.startswith("sweep") for a in args):
         if any(a.startswith("sweep.max_trials=") for a in args):  # already a quick smoke run

@@ -335,7 +335,8 @@ def test_plot_skips_figures_the_sweep_cannot_draw(tmp_path, capsys):
 def test_dashboard_offline_writes_the_panels_as_html(results_dir, monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert main(["dashboard", f"sweep={SWEEP}", f"results_dir={results_dir}"]) == 0
+    # (the W&B artifact is read back in test_sweep_run, with W&B's own folders in tmp_path)
+    assert main(["dashboard", f"sweep={SWEEP}", f"results_dir={results_dir}", "report.artifact=false"]) == 0
     assert "W&B offline" in capsys.readouterr().out
     page = (results_dir / SWEEP / "dashboard.html").read_text()
     for title in ("Test accuracy vs batch size per norm", "Train-test gap vs batch size per norm",

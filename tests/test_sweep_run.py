@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from normbench.cli import main
 from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.files import read_json
@@ -21,7 +23,7 @@ from normbench.sweep.runner import prepare
 from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
 from normbench.sweep.worker import DROPPED_REASON, Worker
 from normbench.train import train
-from tests.sweep_support import TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
+from tests.sweep_support import ONE_POINT, TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
 
 
 @pytest.fixture
@@ -54,9 +56,9 @@ def test_every_trial_carries_the_report_contract(home):
     trials = home.trials("tiny")
     by_state = {s: [t for t in trials if t.state == s] for s in (TrialState.COMPLETE, TrialState.WAITING)}
     assert len(by_state[TrialState.COMPLETE]) == 4 and len(by_state[TrialState.WAITING]) == 4
-    for t in trials:  # any state: params, config_id, run_dir
+    for t in trials:  # any state: params, seed, config_id, run_dir
         params = t.user_attrs["params"]
-        assert set(params) == {"norm", "data.batch_size", "seed"}
+        assert set(params) == {"norm", "data.batch_size", "seed"} and t.user_attrs["seed"] == params["seed"]
         assert t.user_attrs["run_dir"] == str(home.results / "tiny" / "trials" / str(t.number))
         assert len(t.user_attrs["config_id"]) == 12
     ids = {}
@@ -72,13 +74,13 @@ def test_every_trial_carries_the_report_contract(home):
         assert t.user_attrs["summary_parts"] > 1 and "summary" not in t.user_attrs
         summary = stored_summary(t.user_attrs)
         assert summary == read_json(Path(t.user_attrs["run_dir"]) / "summary.json")
-        for key in ("val_acc", "test_acc", "train_acc", "acc_gap", "calib_kl", "examples_per_sec"):
+        for key in ("val_acc", "test_acc", "train_acc", "acc_gap", "calib_kl", "test_acc_precise", "examples_per_sec"):
             if summary[key] is None:  # e.g. calib_kl of a GN run
                 assert f"metric.{key}" not in t.user_attrs
             else:
                 assert t.user_attrs[f"metric.{key}"] == summary[key], key
         assert t.value == summary["val_acc"] and t.user_attrs["fail_reason"] is None
-        assert summary["seed"] == t.user_attrs["params"]["seed"]
+        assert summary["seed"] == t.user_attrs["params"]["seed"] == t.user_attrs["seed"]  # a number of its own
         assert summary["batch_size"] == t.user_attrs["params"]["data.batch_size"]
         assert t.params == {k: v for k, v in t.user_attrs["params"].items() if k != "seed"}
         assert sorted(t.intermediate_values) == [1]  # val_acc of every epoch
@@ -186,24 +188,70 @@ def test_pruning_callback_stops_the_run_and_keeps_its_summary(home, tiny_cfg):
     assert study.trials[0].intermediate_values == {1: summary["history"][0]["val_acc"]}
 
 
-def test_wandb_trials_are_separate_runs_in_the_sweep_group(home, monkeypatch):
+def test_wandb_trials_are_separate_quiet_runs_in_the_study_group_and_the_dashboard_logs_an_artifact(
+        home, monkeypatch, capfd):
+    from tests.test_wandb_logging import leet_records
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_SILENT", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_TAGS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(var, str(home.root / "wandb-env" / sub))
     home.write("tiny", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[16, 32]", "[16]"))
-    assert run_sweep(home.args("tiny", "logger=wandb")) == 0
+    assert run_sweep(home.args("tiny", "logger=wandb", "logger.tags=[mine]")) == 0
+    out, err = capfd.readouterr()
     trials = home.trials("tiny")
     assert len(trials) == 2 and {t.state for t in trials} == {TrialState.COMPLETE}
-    # train() hands logger.group to WandbLogger(group=...): the sweep's runs form one W&B group.
-    assert {stored_summary(t.user_attrs)["config"]["logger"]["group"] for t in trials} == {"tiny"}
-    runs = sorted((home.results / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 2  # one W&B run per trial, not one run reused by Lightning's WandbLogger
+    group = optuna.load_study(study_name="tiny", storage=home.storage("tiny")).user_attrs["wandb_group"]
+    assert re.fullmatch(r"tiny-[0-9a-f]{6}", group)
+    # quiet: no wandb console lines; one line for the whole sweep says where the runs are
+    assert not [line for line in (out + err).splitlines() if line.startswith("wandb:")]
+    (line,) = [line for line in out.splitlines() if line.startswith("W&B:")]
+    assert f"group {group}" in line and f"wandb sync {home.results / 'tiny' / 'trials'}/*/wandb/offline-run-*" in line
+    # one W&B run per trial, in the trial's own folder, not one run reused by Lightning's WandbLogger
+    for t in trials:
+        (run_file,) = (Path(t.user_attrs["run_dir"]) / "wandb").glob("offline-run-*/run-*.wandb")
+        run = next(r["run"] for r in leet_records(run_file) if r["type"] == "run")
+        assert run["run_group"] == group and run["job_type"] == "sweep-trial"
+        assert run["tags"] == ["lenet", t.user_attrs["params"]["norm"], "synthetic", "mine", "tiny"]
+        assert stored_summary(t.user_attrs)["config"]["logger"]["group"] == group
+    # a resume keeps the study's group
+    plan, url = prepare(home.args("tiny", "logger=wandb"))
+    SweepStudy(plan, url).close()
+    assert plan.base_cfg.logger.group == group
+
+    # The dashboard writes the table and figures and logs them as the study's artifact (offline here).
+    assert main(["dashboard", "sweep=tiny", f"results_dir={home.results}"]) == 0
+    out = capfd.readouterr().out
+    (run_file,) = (home.results / "tiny" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = leet_records(run_file)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["run_group"] == group and run["job_type"] == "report" and run["tags"] == ["tiny"]
+    (artifact,) = [r["artifact"] for r in records if r["type"] == "artifact"]
+    assert artifact["name"] == "tiny-results" and artifact["type"] == "results"
+    names = {e["path"] for e in artifact["manifest"]["contents"]}
+    figures = {str(p.relative_to(home.results / "tiny")) for p in (home.results / "tiny" / "figures").glob("*")}
+    assert names == {"table.md", "table.tex", "dashboard.html", *figures}
+    assert f"upload it with `wandb sync {run_file.parent}`" in out
+    assert f"wandb sync {home.results / 'tiny' / 'trials'}/*/wandb/offline-run-*" in out
+
+
+def test_dashboard_without_wandb_runs_does_not_tell_to_sync_them(home, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    home.write("tiny", ONE_POINT)
+    assert run_sweep(home.args("tiny")) == 0
+    capsys.readouterr()
+    assert main(["dashboard", "sweep=tiny", f"results_dir={home.results}", "report.artifact=false"]) == 0
+    out = capsys.readouterr().out
+    assert "the trials logged no W&B runs" in out and "wandb sync" not in out
 
 
 @pytest.mark.parametrize("name", ["accumulation", "bn_vs_gn", "momentum", "norms_all", "tpe_bn"])
 def test_shipped_sweep_smoke_runs_on_tiny_data(home, name):
     tiny = ["data=synthetic", "data.num_train=400", "data.num_test=64", "trainer.max_epochs=1"]
     assert run_sweep(home.args(name, "sweep.max_trials=1", *tiny)) == 0
-    ran = [t for t in home.trials(name) if t.state != TrialState.WAITING]
+    assert not (home.results / name).exists()  # the smoke run on synthetic data keeps the real study's place free
+    ran = [t for t in home.trials(f"{name}-synthetic") if t.state != TrialState.WAITING]
     assert len(ran) == 1 and ran[0].state == TrialState.COMPLETE, ran[0].user_attrs.get("fail_reason")
     assert stored_summary(ran[0].user_attrs)["dataset"] == "synthetic"
 

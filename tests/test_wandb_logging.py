@@ -30,8 +30,9 @@ def leet_records(run_file: Path) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def offline_run_file(results_dir: Path) -> Path:
-    (path,) = (results_dir / "wandb" / "wandb").glob("offline-run-*/run-*.wandb")
+def offline_run_file(out_dir: Path) -> Path:
+    """The one offline run a run wrote: in its own folder, `<out_dir>/wandb/offline-run-*`."""
+    (path,) = (Path(out_dir) / "wandb").glob("offline-run-*/run-*.wandb")
     return path
 
 
@@ -63,18 +64,25 @@ class WriteCalibration(L.Callback):
         write_json_atomic(self.out_dir / "calibration.json", self.doc)
 
 
-def test_offline_run_logs_config_epochs_summary_and_calibration_table(tiny_cfg, wandb_env):
+def test_offline_run_logs_config_epochs_summary_and_calibration_table(tiny_cfg, wandb_env, capfd, monkeypatch):
     results = wandb_env / "results"
+    monkeypatch.chdir(wandb_env)
     cfg = tiny_cfg("logger=wandb", f"results_dir={results}", "logger.group=bn_vs_gn", "trainer.max_epochs=2")
     calib = WriteCalibration(Path(cfg.out_dir))
     result = train(cfg, callbacks=[calib])
-    records = leet_records(offline_run_file(results))
+    run_file = offline_run_file(cfg.out_dir)  # in the run's folder, not under results_dir or the cwd
+    assert not (results / "wandb").exists() and not (wandb_env / "wandb").exists()
+    out, err = capfd.readouterr()
+    assert "anonymous" not in out + err  # no deprecation warning from Lightning's anonymous=None
+    assert [line for line in (out + err).splitlines() if "wandb" in line.lower()] == \
+        [f"W&B: offline run in {run_file.parent}; upload it with `wandb sync {run_file.parent}`"]
+    records = leet_records(run_file)
     by_type: dict[str, list[dict]] = {}
     for r in records:
         by_type.setdefault(r["type"], []).append(r)
 
     run = by_type["run"][0]["run"]
-    assert run["project"] == "normbench" and run["run_group"] == "bn_vs_gn"
+    assert run["project"] == "normbench" and run["run_group"] == "bn_vs_gn" and run["job_type"] == "train"
     assert run["tags"] == ["lenet", "bn", "synthetic"]
     config = run["config"]["update"]
     assert config["norm"]["name"] == "bn" and config["data"]["num_train"] == 256
@@ -99,7 +107,7 @@ def test_offline_run_logs_config_epochs_summary_and_calibration_table(tiny_cfg, 
     # The calibration table: one row per (epoch, layer), as written to calibration.json.
     item = next(h["history"]["item"] for h in by_type["history"] if "calibration/layers._type" in h["history"]["item"])
     assert item["calibration/layers._type"] == "table-file"
-    table = json.loads((offline_run_file(results).parent / "files" / item["calibration/layers.path"]).read_text())
+    table = json.loads((run_file.parent / "files" / item["calibration/layers.path"]).read_text())
     assert table["columns"] == ["epoch", "layer", "channels", "mean_rel_err", "var_log_ratio", "kl"]
     expected = [[e["epoch"], *(layer[c] for c in table["columns"][1:])] for e in calib.doc["epochs"]
                 for layer in e["layers"]]
@@ -134,11 +142,10 @@ class Boom(L.Callback):
 
 
 def test_run_that_raises_is_closed_as_failed(tiny_cfg, wandb_env):
-    results = wandb_env / "results"
-    cfg = tiny_cfg("logger=wandb", f"results_dir={results}")
+    cfg = tiny_cfg("logger=wandb", f"results_dir={wandb_env / 'results'}")
     with pytest.raises(RuntimeError, match="boom"):
         train(cfg, callbacks=[Boom()])
-    exits = [r for r in leet_records(offline_run_file(results)) if r["type"] == "exit"]
+    exits = [r for r in leet_records(offline_run_file(cfg.out_dir)) if r["type"] == "exit"]
     assert exits and exits[0]["exit"]["exit_code"] == 1
 
 

@@ -215,7 +215,7 @@ def run(exp: Experiment, args: Args, results_dir: Path) -> int:
         spec.storage = args.storage
         spec.max_trials = args.max_trials
         plan = make_plan(spec, [f"results_dir={work}"])
-        plans[part] = (plan, storage_url(work, spec.name, spec.storage))
+        plans[part] = (plan, storage_url(work, spec.study, spec.storage))
     code = 0
     for part, (plan, url) in plans.items():
         print(f"study {exp.name}, part {part}: {describe(plan, url)}", flush=True)
@@ -245,11 +245,11 @@ def _finished_trials(spec: Any, work: Path) -> tuple[list[Any], int]:
     from normbench.results import storage_url
     from normbench.sweep.plan import point_key
 
-    url = storage_url(work, spec.name, spec.storage)
+    url = storage_url(work, spec.study, spec.storage)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         return [], 1
     try:
-        trials = optuna.load_study(study_name=spec.name, storage=url).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name=spec.study, storage=url).get_trials(deepcopy=False)
     except KeyError:
         return [], 1
     done = {t.user_attrs.get("point_key") for t in trials

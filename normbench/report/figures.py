@@ -55,6 +55,7 @@ REPORT_OPTIONS: dict[str, Any] = {
     "project": "normbench",  # the W&B project and entity of the dashboard
     "entity": None,
     "mode": "auto",  # dashboard: auto | online | offline
+    "artifact": True,  # dashboard: also log the tables, figures and page as the study's W&B artifact
 }
 
 # Metadata that would change on every save (creation dates) is dropped so a figure regenerates identically.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.paths import config_dir
+from normbench.paths import config_dir, is_file_argument
 from normbench.report.metrics import metric_value
 from normbench.results import display_url, inspect_sqlite, sqlite_path, storage_url, stored_summary, sweep_dir
 
@@ -33,16 +33,18 @@ class ReportArgs:
     """What a report command reads and where it writes.
 
     Attributes:
-        sweep: sweep (and Optuna study) name.
+        sweep: the Optuna study's name (the sweep's, or `sweep.study_name`).
         results_dir: the results root; outputs go to `<results_dir>/<sweep>/`.
         storage: an explicit Optuna storage URL (`sweep.storage=...`), else the default SQLite file.
         options: the command's section options, from the sweep file's section with CLI overrides on top.
+        file: the `sweep=` argument whose file gives the sections (a name or a path; None: `sweep`).
     """
 
     sweep: str
     results_dir: Path
     storage: str | None
     options: dict[str, Any]
+    file: str | None = None
 
     @property
     def storage_url(self) -> str:
@@ -54,18 +56,19 @@ class ReportArgs:
 
 
 def parse_report_args(args: list[str], command: str, section: str, accepted: dict[str, Any]) -> ReportArgs:
-    """Parses `sweep=NAME [results_dir=DIR] [sweep.storage=URL] [<section>.<key>=VALUE ...]`.
+    """Parses `sweep=NAME|PATH [sweep.study_name=S] [results_dir=DIR] [sweep.storage=URL] [<section>.<key>=VALUE ...]`.
 
-    Values are read as the run config's overrides are
-    (`table.columns=[test_acc,acc_gap]`). The section's options start from the sweep
-    file's `<section>:` mapping (configs/sweep/<sweep>.yaml, when it exists) and `accepted` defaults.
+    Values are read as the run config's overrides are (`table.columns=[test_acc,acc_gap]`). The section's
+    options start from the sweep file's `<section>:` mapping (configs/sweep/<sweep>.yaml or the file
+    sweep=PATH, when it exists) and `accepted` defaults. The study read is `sweep.study_name`, else the sweep's
+    name (a multirun's study: `sweep=multirun-...`).
 
     Raises:
         ConfigError: a malformed or unknown argument, or no sweep name.
     """
     values: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
-    known = ["sweep", "results_dir", "sweep.storage", *(f"{section}.{k}" for k in accepted)]
+    known = ["sweep", "results_dir", "sweep.storage", "sweep.study_name", *(f"{section}.{k}" for k in accepted)]
     for text in args:
         key, sep, raw = text.partition("=")
         if not sep or not key:
@@ -83,11 +86,23 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
     options = {**accepted, **sweep_file_section(sweep, section), **overrides}
     unknown = [k for k in options if k not in accepted]
     if unknown:
-        raise ConfigError(f"unknown key '{section}.{unknown[0]}' in configs/sweep/{sweep}.yaml; "
+        shown = sweep_path(sweep) if is_file_argument(sweep) else f"configs/sweep/{sweep}.yaml"
+        raise ConfigError(f"unknown key '{section}.{unknown[0]}' in {shown}; "
                           f"accepted: {', '.join(accepted)}")
     results_dir = Path(str(values.get("results_dir") or "runs/sweeps"))
     storage = values.get("sweep.storage")
-    return ReportArgs(sweep, results_dir, str(storage) if storage else None, options)
+    study = values.get("sweep.study_name") or (sweep_path(sweep).stem if is_file_argument(sweep) else sweep)
+    return ReportArgs(str(study), results_dir, str(storage) if storage else None, options, file=sweep)
+
+
+def sweep_path(sweep: str) -> Path:
+    """The file of `sweep=`: a path as given, else configs/sweep/<sweep>.yaml (which may not exist)."""
+    if is_file_argument(sweep):
+        path = Path(sweep).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"sweep file {path} does not exist")
+        return path
+    return config_dir() / "sweep" / f"{sweep}.yaml"
 
 
 def _parse_value(raw: str, key: str) -> Any:
@@ -100,10 +115,10 @@ def _parse_value(raw: str, key: str) -> Any:
 
 
 def sweep_file_section(sweep: str, section: str) -> dict[str, Any]:
-    """The `<section>:` mapping of configs/sweep/<sweep>.yaml ({} when there is no file or no section)."""
+    """The `<section>:` mapping of the sweep's file ({} when there is no file or no section)."""
     from omegaconf import OmegaConf
 
-    path = config_dir() / "sweep" / f"{sweep}.yaml"
+    path = sweep_path(sweep)
     if not path.is_file():
         return {}
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)

@@ -5,7 +5,8 @@ A trial's config is exactly what `python -m normbench run <overrides>` composes 
     trainer.progress_bar=false  <sweep base>  <command-line overrides>  <sweep additions>  <trial params>
     out_dir=<trial dir>
 
-(sweep additions: `logger.group=<sweep>` for W&B, and `trainer.threads=N` when the thread count was left
+(sweep additions: with W&B, `logger.group=<study>-<id>`, `logger.job_type=sweep-trial` and the study's name as
+a tag (Plan.set_wandb_run, when the study is opened); and `trainer.threads=N` when the thread count was left
 null: it changes CPU numbers, so it is resolved once and written into every trial's config), so every
 trial can be reproduced with one command (stored as the trial's `command` user attribute).
 `make_plan` composes the base config and every grid combination (and the bounds or choices of every
@@ -91,10 +92,10 @@ class TrialComposer:
         user_keys = {_override_key(o) for o in self.run_overrides}
         for key in user_keys:
             if key in swept:
-                raise ConfigError(f"'{key}' is swept by sweep {self.spec.name}; remove the override "
-                                  f"(or edit configs/sweep/{self.spec.name}.yaml)")
+                edit = f" (or edit {self.spec.path})" if self.spec.path else ""
+                raise ConfigError(f"'{key}' is swept by sweep {self.spec.name}; remove the override{edit}")
             if key == "out_dir":
-                raise ConfigError(f"out_dir is set per trial (<results_dir>/{self.spec.name}/trials/<number>); "
+                raise ConfigError(f"out_dir is set per trial (<results_dir>/{self.spec.study}/trials/<number>); "
                                   "set results_dir instead")
         self.user_keys = user_keys
         self.base_overrides = [format_override(k, v) for k, v in self.spec.base.items() if k not in user_keys]
@@ -173,6 +174,20 @@ class Plan:
     distributions: dict[str, Any]
     threads_auto: bool = False  # trainer.threads was null: the sweep chose it (a resume adopts the study's)
 
+    def set_wandb_run(self, group: str) -> None:
+        """With logger=wandb, every trial's W&B run is in `group` (the study's, unless the command line set
+        logger.group), of job type sweep-trial, tagged with the study's name beside the run's own tags."""
+        if self.base_cfg.logger.name != "wandb":
+            return
+        user = self.composer.user_keys
+        if "logger.group" not in user:
+            self.composer.add_override(f"logger.group={format_value(group)}")
+        if "logger.job_type" not in user:
+            self.composer.add_override("logger.job_type=sweep-trial")
+        tags = list(dict.fromkeys([*self.base_cfg.logger.tags, self.spec.study]))
+        self.composer.add_override(f"logger.tags={format_value(tags)}")
+        self.base_cfg = _base_config(self.composer)
+
     def set_threads(self, threads: int) -> None:
         """Every trial runs with `threads` torch threads (trainer.threads, part of each trial's config)."""
         self.composer.add_override(f"trainer.threads={threads}")
@@ -225,6 +240,20 @@ def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def explain_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`record_differences`, with a changed group choice first (`data=fashion_mnist -> data=synthetic`) standing
+    for the settings of its section that come with the other file (counted, not listed)."""
+    diffs = record_differences(old, new)
+    changed = [s for s in sorted(set(old) & set(new)) if isinstance(old[s], dict) and isinstance(new[s], dict)
+               and old[s].get("name") != new[s].get("name")]
+    head = []
+    for s in changed:
+        n = sum(1 for d in diffs if d.startswith(f"{s}.") and not d.startswith(f"{s}.name:"))
+        head.append(f"{s}={old[s].get('name')} -> {s}={new[s].get('name')}"
+                    + (f" (and {n} {s}.* setting{'s' if n > 1 else ''} of that choice)" if n else ""))
+    return head + [d for d in diffs if d.split(":", 1)[0].split(".", 1)[0] not in changed]
+
+
 def _base_config(composer: TrialComposer) -> DictConfig:
     """The config every trial starts from, before its params (optim.lr unscaled: the rate at base_batch_size)."""
     return _compose_checked(composer, {}, scale_lr=False)
@@ -242,11 +271,11 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     """Composes and checks everything the sweep will run; raises ConfigError (one line) on a problem."""
     from optuna.distributions import CategoricalDistribution
 
+    from normbench.config import check_group_choice, search_path
+
     composer = TrialComposer(spec, list(run_overrides))
+    search = search_path(run_overrides)
     base_cfg = _base_config(composer)
-    if base_cfg.logger.name == "wandb" and "logger.group" not in composer.user_keys:
-        composer.add_override(f"logger.group={format_value(spec.name)}")  # one W&B group per sweep
-        base_cfg = _base_config(composer)
     _check_objective(spec, base_cfg)
     threads_auto = base_cfg.trainer.threads is None
     if threads_auto:  # resolved once, into every trial's config: its stored command then reproduces it
@@ -258,7 +287,10 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     seen: dict[str, dict[str, Any]] = {}
     for raw in spec.grid_combinations():
         cfg = _compose_checked(composer, {**raw, **first_sample, "seed": spec.seeds[0]})
-        canonical = {k: read_key(cfg, k) for k in raw}
+        # a group's file name (aliases canonical: batch_norm -> bn), not the entry it names: a user file
+        # norm/my_norm.yaml with `name: gn` stays my_norm, with its own options
+        canonical = {k: check_group_choice(k, v, search) if is_group_key(k) and isinstance(v, str) else read_key(cfg, k)
+                     for k, v in raw.items()}
         key = stable_hash(canonical)
         if key in seen:
             raise ConfigError(f"sweep {spec.name}: grid values {seen[key]} and {raw} give the same config")

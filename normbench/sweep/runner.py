@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from normbench.config import search_path
 from normbench.errors import ConfigError, RunFault
 from normbench.files import check_output_dir
 from normbench.results import display_url, storage_url, sweep_dir
 from normbench.sweep.export import write_trials_csv
+from normbench.sweep.multirun import multirun_spec
 from normbench.sweep.plan import Plan, make_plan
 from normbench.sweep.progress import count, final_line, trial_line
 from normbench.sweep.spec import load_spec, split_args
@@ -26,20 +28,44 @@ from normbench.sweep.study import FINISHED, SweepStudy, quiet_optuna
 from normbench.sweep.worker import TrialOutcome, Worker
 
 
-def prepare(args: list[str]) -> tuple[Plan, str]:
-    """Parses and checks a sweep command line; nothing is written. Returns the plan and storage URL."""
-    name, settings, run_overrides = split_args(args)
-    if name is None:
-        raise ConfigError("no sweep=NAME given")
-    spec = load_spec(name, settings)
+def prepare(args: list[str], multirun: bool = False) -> tuple[Plan, str]:
+    """Parses and checks a sweep command line (`run sweep=NAME ...`, or `run -m ...` with `multirun`); nothing
+    is written. Returns the plan and storage URL."""
+    if multirun:
+        spec, run_overrides = multirun_spec(args)
+    else:
+        name, settings, run_overrides = split_args(args)
+        if name is None:
+            raise ConfigError("no sweep=NAME given")
+        spec = load_spec(name, settings, search_path(run_overrides))
     plan = make_plan(spec, run_overrides)
     if spec.trials_per_device is not None and spec.n_workers > 1:  # more workers than device slots: refused now
         worker_devices(spec.n_workers, spec.trials_per_device, cuda_device_count())
-    url = storage_url(plan.results_dir, spec.name, spec.storage)
+    if spec.study_name is None:
+        spec.study_name = default_study_name(plan)
+    url = storage_url(plan.results_dir, spec.study, spec.storage)
     mask_password(url)  # before anything (W&B, worker processes) can read sys.argv
     check_output_dir(plan.results_dir, "results_dir")
-    check_storage(url, spec.name, spec.storage is not None, sweep_dir(plan.results_dir, spec.name) / "trials")
+    check_storage(url, spec.study, spec.storage is not None, sweep_dir(plan.results_dir, spec.study) / "trials")
     return plan, url
+
+
+def default_study_name(plan: Plan) -> str:
+    """The sweep's name; `<sweep>-<dataset>` when the command line trains on another dataset than the sweep file.
+
+    So a smoke run (`sweep=norms_all data=synthetic`) keeps a study of its own beside the real one
+    instead of blocking its resume (`sweep.study_name=NAME` chooses any name).
+    """
+    spec = plan.spec
+    if "data" in spec.swept_keys or "data.name" in spec.swept_keys:
+        return spec.name
+    own = spec.base.get("data") or spec.base.get("data.name")
+    if own is None:
+        from normbench.config import compose
+
+        own = compose([])["data"]["name"]
+    dataset = str(plan.base_cfg.data.name)
+    return spec.name if dataset == str(own) else f"{spec.name}-{dataset}"
 
 
 def describe(plan: Plan, url: str) -> str:
@@ -52,18 +78,48 @@ def describe(plan: Plan, url: str) -> str:
         keys = ", ".join(s.key for s in spec.space)
         shape = (f"{spec.sampler} over {keys}: {spec.n_configs} configurations x "
                  f"{len(plan.replicas())} replica(s) ({dims + ' x ' if dims else ''}{seeds}), pruner {spec.pruner}")
-    return (f"sweep {spec.name}: {shape}; objective {spec.objective} ({spec.direction}); "
+    study = f" (study {spec.study})" if spec.study != spec.name else ""
+    return (f"sweep {spec.name}{study}: {shape}; objective {spec.objective} ({spec.direction}); "
             f"{plan.base_cfg.trainer.threads} torch thread(s) per trial; storage {display_url(url)}")
 
 
+def report_args(plan: Plan) -> str:
+    """The arguments that point the report commands (table, plot, dashboard) at this study."""
+    import shlex
+
+    from normbench.paths import config_dir
+
+    spec = plan.spec
+    own = not spec.path or Path(spec.path).parent == config_dir() / "sweep"
+    words = [f"sweep={spec.name if own else spec.path}"]
+    if spec.study != spec.name:
+        words.append(f"sweep.study_name={spec.study}")
+    if plan.results_dir != "runs/sweeps":
+        words.append(f"results_dir={plan.results_dir}")
+    if spec.storage:
+        words.append(f"sweep.storage={display_url(spec.storage)}")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def wandb_line(plan: Plan) -> str:
+    """Where the trials' W&B runs went (one line for the whole sweep: the trials log quietly)."""
+    trials = sweep_dir(plan.results_dir, plan.spec.study) / "trials"
+    text = (f"W&B: the trials' runs are in group {plan.base_cfg.logger.group}; `python -m normbench dashboard "
+            f"{report_args(plan)}` logs the table and figures as an artifact")
+    if any(trials.glob("*/wandb/offline-run-*")):
+        text += f"; upload the offline runs with `wandb sync {trials}/*/wandb/offline-run-*`"
+    return text
+
+
 def csv_path(plan: Plan) -> Path:
-    return sweep_dir(plan.results_dir, plan.spec.name) / "trials.csv"
+    return sweep_dir(plan.results_dir, plan.spec.study) / "trials.csv"
 
 
-def run_sweep(args: list[str]) -> int:
-    """Runs (or resumes) a sweep; returns the process exit code. User errors raise ConfigError first."""
+def run_sweep(args: list[str], multirun: bool = False) -> int:
+    """Runs (or resumes) a sweep (`multirun`: the grid study of a `run -m` command line); returns the process
+    exit code. User errors raise ConfigError first."""
     quiet_optuna()
-    plan, url = prepare(args)
+    plan, url = prepare(args, multirun)
     return run_plan(plan, url)
 
 
@@ -71,7 +127,7 @@ def run_plan(plan: Plan, url: str) -> int:
     """Runs (or resumes) the trials of a checked plan on storage `url`; returns the process exit code."""
     quiet_optuna()
     spec = plan.spec
-    sweep_dir(plan.results_dir, spec.name).mkdir(parents=True, exist_ok=True)
+    sweep_dir(plan.results_dir, spec.study).mkdir(parents=True, exist_ok=True)
     sweep_study = SweepStudy(plan, url)
     print(describe(plan, url), flush=True)
     for note in sweep_study.notes:
@@ -87,6 +143,9 @@ def run_plan(plan: Plan, url: str) -> int:
         write_trials_csv(csv_path(plan), trials, spec.swept_keys)
         print(final_line(plan, trials), flush=True)
         print(f"trials: {csv_path(plan)}", flush=True)
+        print(f"tables: python -m normbench table {report_args(plan)}", flush=True)
+        if plan.base_cfg.logger.name == "wandb":
+            print(wandb_line(plan), flush=True)
     finally:
         sweep_study.close()
     return code
@@ -178,7 +237,7 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     spec = plan.spec
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/SQLAlchemy state
     counter = ctx.Value("i", 0)
-    logs = sweep_dir(plan.results_dir, spec.name) / "workers"
+    logs = sweep_dir(plan.results_dir, spec.study) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     n_devices = cuda_device_count() if spec.trials_per_device else 0

@@ -46,12 +46,13 @@ DIST_TYPES = ("float", "int", "categorical")
 ALL = "all"  # grid value meaning every registered name of a registry group (norm: all)
 
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a folder name under results_dir and an Optuna study name
 _PRIMITIVES = (type(None), bool, int, float, str)
 
 # Top-level keys of a sweep file and what they hold (the error for an unknown key lists them).
 SPEC_KEYS = ("description", "base", "grid", "space", "seeds", "sampler", "sampler_options", "sampler_seed",
-             "n_configs", "objective", "direction", "pruner", "pruner_options", "lr_scaling", "storage",
-             "n_workers", "trials_per_device", "max_trials", "heartbeat_interval", "grace_period",
+             "n_configs", "objective", "direction", "pruner", "pruner_options", "lr_scaling", "study_name",
+             "storage", "n_workers", "trials_per_device", "max_trials", "heartbeat_interval", "grace_period",
              "storage_patience", "table", "report")
 
 
@@ -120,6 +121,8 @@ class SweepSpec:
     name: str
     path: str
     description: str | None = None
+    # The Optuna study and the folder `<results_dir>/<study>/` (null: the sweep's name; see `study`)
+    study_name: str | None = None
     base: dict[str, Any] = field(default_factory=dict)
     grid: list[Dimension] = field(default_factory=list)
     space: list[SpaceDim] = field(default_factory=list)
@@ -144,6 +147,11 @@ class SweepSpec:
     storage_patience: int = 300  # seconds a storage operation keeps retrying through an outage
     table: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
+
+    @property
+    def study(self) -> str:
+        """The study's name: its Optuna study in the storage and its folder under results_dir."""
+        return self.study_name or self.name
 
     @property
     def is_grid(self) -> bool:
@@ -376,6 +384,10 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
             raise _fail(name, f"unknown key '{key}'; accepted: {', '.join(SPEC_KEYS)}")
     spec = SweepSpec(name=name, path=path)
     spec.description = raw.get("description")
+    study_name = raw.get("study_name")
+    if study_name is not None and (not isinstance(study_name, str) or not STUDY_NAME_RE.match(study_name)):
+        raise _fail(name, f"study_name must be a folder name (letters, digits, _ . -), got {study_name!r}")
+    spec.study_name = study_name
     base = _mapping(name, "base", raw.get("base")) or {}
     for k in base:
         if not isinstance(k, str) or not _KEY_RE.match(k):
@@ -462,19 +474,39 @@ def _check_consistency(spec: SweepSpec) -> None:
                           f"({spec.heartbeat_interval})")
 
 
-def sweep_file(name: str) -> Path:
-    """configs/sweep/<name>.yaml; an unknown name lists the sweeps that exist."""
-    from normbench.config import check_group_choice, config_dir
+def sweep_file(name: str, search: tuple[Path, ...] = ()) -> Path:
+    """The sweep file of `sweep=name`: a path to a YAML file, or `<config dir>/sweep/<name>.yaml` in the package's
+    configs or a user config directory (`search`). An unknown name lists the sweeps that exist.
 
-    check_group_choice("sweep", name)
-    return config_dir() / "sweep" / f"{name}.yaml"
+    Raises:
+        ConfigError: no such file (one line naming it).
+    """
+    from normbench.config import check_group_choice
+    from normbench.paths import group_file, is_file_argument
+
+    if is_file_argument(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"sweep file {path} does not exist (sweep=PATH takes a YAML file; sweep=NAME one of "
+                              "configs/sweep/)")
+        return path.resolve()
+    check_group_choice("sweep", name, search)
+    path = group_file("sweep", name, search)
+    assert path is not None  # check_group_choice found it
+    return path
 
 
-def load_spec(name: str, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
-    """Reads configs/sweep/<name>.yaml, applies `sweep.<key>` overrides, validates."""
+def load_spec(name: str, overrides: Mapping[str, Any] | None = None, search: tuple[Path, ...] = ()) -> SweepSpec:
+    """Reads the sweep file of `sweep=name` (see `sweep_file`), applies `sweep.<key>` overrides, validates."""
     from omegaconf import OmegaConf
 
-    path = sweep_file(name)
+    from normbench.paths import is_file_argument
+
+    path = sweep_file(name, search)
+    if is_file_argument(name):
+        name = path.stem
+        if not STUDY_NAME_RE.match(name):
+            raise ConfigError(f"sweep file {path}: its name must be a folder name (letters, digits, _ . -)")
     try:
         # OmegaConf's YAML loader reads 1e-3 as a float (plain YAML 1.1 reads it as a string).
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)

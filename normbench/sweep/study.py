@@ -13,6 +13,8 @@ the original's number is then in the copy's `retry_history` and it counts as sup
 
 User attributes of every trial (the contract with the report commands):
     params     {swept config key as written in the sweep file: value}, seed included
+    seed       the trial's seed (a number optuna-dashboard shows and sorts: the seeds of one configuration
+               are told apart; the seed is not an Optuna parameter, so samplers never search over it)
     config_id  hash of params without the seed (groups the seeds of one configuration)
     point_key  hash of params with the seed (one grid point)
     run_dir    <results_dir>/<sweep>/trials/<number>/
@@ -23,6 +25,9 @@ User attributes of every trial (the contract with the report commands):
     fail_reason  one line (FAIL trials; null when COMPLETE or PRUNED; while RUNNING, the reason the trial
                keeps if its worker dies)
     command    the `python -m normbench run ...` line that reproduces the trial
+
+The study's own user attributes: `base_config`, `sweep` (the spec), `wandb_group` (`<study>-<short id>`, the
+W&B group of its trials' runs); its metric name is the objective (optuna-dashboard's axis label).
     lead       (search sweeps) true for a sampled configuration's first trial
     retry_of   number of the trial this one re-runs, when re-queued
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -43,10 +49,11 @@ from optuna.trial import FrozenTrial, TrialState
 from normbench.errors import ConfigError, RunFault
 from normbench.results import display_url, summary_keys, sweep_dir
 from normbench.sweep.locks import driver_url, study_lock
-from normbench.sweep.plan import Plan, config_id, point_key, record_differences
+from normbench.sweep.plan import Plan, config_id, explain_differences, point_key
 from normbench.sweep.spec import SweepSpec, pruner_class, sampler_class
 from normbench.sweep.storage import Retrier, RetryingRDBStorage
 
+WANDB_GROUP_ATTR = "wandb_group"  # the study's W&B group (the online dashboard filters on it)
 LOST_WORKER_REASON = ("worker stopped while the trial ran (killed, crashed or lost its heartbeat); "
                       "re-queued as a new trial")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -196,8 +203,8 @@ class SweepStudy:
 
     def __init__(self, plan: Plan, url: str, setup: bool = True):
         self.plan, self.spec, self.url = plan, plan.spec, url
-        self.trials_dir = sweep_dir(plan.results_dir, self.spec.name) / "trials"
-        self.lock = study_lock(url, self.spec.name)
+        self.trials_dir = sweep_dir(plan.results_dir, self.spec.study) / "trials"
+        self.lock = study_lock(url, self.spec.study)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.notes: list[str] = []  # what setup decided that the user should know (printed by the runner)
         self.retrier = Retrier(url, self.spec.storage_patience, display_url(url))
@@ -206,11 +213,11 @@ class SweepStudy:
         with self.lock:  # also serializes table creation on a fresh database
             self.storage = open_storage(url, self.spec, self.retrier)
             self.study = optuna.create_study(
-                study_name=self.spec.name, storage=self.storage, direction=self.spec.direction,
+                study_name=self.spec.study, storage=self.storage, direction=self.spec.direction,
                 load_if_exists=True, sampler=make_sampler(self.spec, self.spec.sampler_seed),
                 pruner=make_pruner(self.spec))
             try:
-                self.study_id = self.storage.get_study_id_from_name(self.spec.name)
+                self.study_id = self.storage.get_study_id_from_name(self.spec.study)
                 if setup:
                     self._check_and_record()
                     with expected_warnings():  # optuna-dashboard labels the trial values with the objective's name
@@ -234,8 +241,8 @@ class SweepStudy:
         sweep.n_workers, or another machine, computes the same numbers).
         """
         attrs = self.study.user_attrs
-        where = f"sweep {self.spec.name}: the study in {display_url(self.url)}"
-        new_study = "use another results_dir or sweep.storage for a new study"
+        where = f"sweep {self.spec.name}: the study {self.spec.study} in {display_url(self.url)}"
+        new_study = "use sweep.study_name=NAME (or another results_dir or sweep.storage) for a new study"
         directions = [d.name.lower() for d in self.study.directions]
         if directions != [self.spec.direction]:
             raise ConfigError(f"{where} has direction {directions[0]}, the sweep says {self.spec.direction}; "
@@ -262,7 +269,7 @@ class SweepStudy:
             if legacy:  # an older normbench did not store these: take them as stated now
                 old_base = fill_missing(old_base, base, LEGACY_UNRECORDED)
             old_base = with_norm_weight_decay(old_base)
-            diffs = record_differences(old_base, base)
+            diffs = explain_differences(old_base, base)
             if diffs:
                 shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
                 raise ConfigError(f"{where} was run with other settings ({shown}); resume with the same "
@@ -272,6 +279,11 @@ class SweepStudy:
         else:
             self.study.set_user_attr("base_config", self.plan.base_record())
         self.study.set_user_attr("sweep", self.plan.spec.to_record())  # the latest file: table/report settings
+        group = attrs.get(WANDB_GROUP_ATTR)
+        if not isinstance(group, str):  # one W&B group per study, kept by every resume: <study>-<short id>
+            group = f"{self.spec.study}-{uuid.uuid4().hex[:6]}"
+            self.study.set_user_attr(WANDB_GROUP_ATTR, group)
+        self.plan.set_wandb_run(group)
 
     # -- queueing -------------------------------------------------------------------------------------
 
@@ -290,7 +302,8 @@ class SweepStudy:
             if key in existing:
                 continue
             self.study.enqueue_trial(self.optuna_params(params), user_attrs={
-                "params": params, "config_id": config_id(params), "point_key": key, "fail_reason": None, **attrs})
+                "params": params, "seed": params["seed"], "config_id": config_id(params), "point_key": key,
+                "fail_reason": None, **attrs})
             existing.add(key)
             added += 1
         return added
@@ -371,8 +384,8 @@ class SweepStudy:
             suggest(trial, key, self.plan.distributions[key])
         sampled = {s.key: suggest(trial, s.key, self.plan.distributions[s.key]) for s in self.spec.space}
         params = {**{k: v for k, v in first.items() if k != "seed"}, **sampled, "seed": first["seed"]}
-        for key, value in (("params", params), ("config_id", config_id(params)), ("point_key", point_key(params)),
-                           ("lead", True)):
+        for key, value in (("params", params), ("seed", params["seed"]), ("config_id", config_id(params)),
+                           ("point_key", point_key(params)), ("lead", True)):
             trial.set_user_attr(key, value)
         return trial, params
 

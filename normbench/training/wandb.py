@@ -3,10 +3,13 @@
 A run is logged with its whole resolved config (top-level keys `norm`, `data`, ... so W&B can group by
 `norm.name`), per-epoch metrics (from normbench's EpochEvaluator through Lightning), the final summary
 record and, when the measurements callback wrote `<out_dir>/calibration.json`, its per-layer errors as a
-wandb.Table. Project `logger.project` (default normbench), group `logger.group` (a sweep sets its name), tags
-model, norm and dataset. Without an API key (environment or netrc) and without WANDB_MODE, the run is
-offline (wandb 0.31 would otherwise raise a UsageError) and is written under `<results_dir>/wandb/`;
-upload it later with `wandb sync <results_dir>/wandb/wandb/offline-run-*`.
+wandb.Table. Project `logger.project` (default normbench), group `logger.group` (a sweep sets its study's
+`<study>-<id>`), job type `logger.job_type` (train; a sweep's trials: sweep-trial), tags model, norm and
+dataset (a sweep adds its study's name). Without an API key (environment or netrc) and without WANDB_MODE,
+the run is offline (wandb 0.31 would otherwise raise a UsageError) and is written in the run's own folder,
+`<out_dir>/wandb/offline-run-*` (one stderr line says where and how to upload it: `wandb sync <that dir>`;
+a sweep's trials say nothing, the sweep says it once). wandb's own console lines are silenced offline and
+for a sweep's trials.
 
 A run is never lost to its logger: when W&B should go online but its host does not answer (checked with
 one TCP connection, 5 s at most) or `wandb.init` fails, the run logs offline instead, with one warning
@@ -50,8 +53,15 @@ class NormbenchWandbLogger(WandbLogger):
             params = params["config"]
         super().log_hyperparams(params)
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Lightning always passes wandb.init(anonymous=None), which wandb >= 0.19 answers with a deprecation
+        # warning on every run; normbench never logs anonymously.
+        self._wandb_init.pop("anonymous", None)
+
 
 PROBE_TIMEOUT_S = 5.0
+SWEEP_TRIAL = "sweep-trial"  # the job type of a sweep's trials (logger.job_type); their runs log quietly
 
 
 @functools.cache
@@ -79,18 +89,20 @@ def make_wandb_logger(cfg: DictConfig, config: dict[str, Any], out_dir: Path) ->
     start it falls back to offline instead of losing the run."""
     mode = os.environ.get("WANDB_MODE", "")
     offline = (not has_api_key() and not mode) or mode in ("offline", "dryrun")
-    save_dir = Path(cfg.results_dir) / "wandb"
+    save_dir = Path(out_dir)  # wandb writes <out_dir>/wandb/offline-run-*: the run's files stay together
     save_dir.mkdir(parents=True, exist_ok=True)
-    group = str(cfg.logger.group) if cfg.logger.get("group") else None  # a sweep's trials: the sweep's name
+    group = str(cfg.logger.group) if cfg.logger.get("group") else None  # a sweep's trials: the study's group
+    job_type = str(cfg.logger.get("job_type") or "train")
     tags = list(dict.fromkeys([cfg.model.name, cfg.norm.name, cfg.data.name, *cfg.logger.tags]))
     fallback = (f"logging this run offline under {save_dir / 'wandb'}; upload it later with "
                 f"`wandb sync {save_dir / 'wandb'}/offline-run-*`")
 
     def build(offline: bool) -> NormbenchWandbLogger:
+        quiet = offline or job_type == SWEEP_TRIAL
         return NormbenchWandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=group, tags=tags,
+            project=cfg.logger.project, entity=cfg.logger.entity, group=group, tags=tags, job_type=job_type,
             name=f"{group}-{out_dir.name}" if group else out_dir.name, save_dir=str(save_dir), offline=offline,
-            config=config, settings={"silent": True} if offline else None,
+            config=config, settings={"silent": True} if quiet else None,
             # explicit: after a failed online start, wandb no longer reads WANDB_MODE (Lightning's offline switch)
             mode="offline" if offline else None,
         )
@@ -159,7 +171,12 @@ def log_run_end(logger: WandbLogger, summary: dict[str, Any], out_dir: Path) -> 
         rows = None
     if rows:
         run.log({"calibration/layers": wandb.Table(columns=CALIBRATION_COLUMNS, data=rows)})
+    offline_dir = Path(run.settings.sync_dir) if run.settings.mode in ("offline", "dryrun") else None
+    quiet = run.job_type == SWEEP_TRIAL
     run.finish(exit_code=0)  # a diverged run is a result, not a crash: its status is in the summary
+    if offline_dir is not None and not quiet:
+        print(f"W&B: offline run in {offline_dir}; upload it with `wandb sync {offline_dir}`", file=sys.stderr,
+              flush=True)
 
 
 def close_failed(logger: Any) -> None:

@@ -175,10 +175,10 @@ FIELDS: tuple[Field, ...] = (
     _f("fast_dev_run", "boolean", NONE, "trainer.fast_dev_run: one batch of training and of each eval split, no "
        "measurements after epochs (a smoke test, not a result)", "train"),
     _f("deterministic", "string", NONE, "trainer.deterministic: true, false or warn (deterministic kernels)", "train"),
-    _f("checkpoint", "string", NONE, "the run's last.ckpt, rewritten after every epoch (null: trainer.checkpoint=false)",
-       "train"),
-    _f("resumed_from", "string", NONE, "the checkpoint the run resumed from (trainer.ckpt_path; null: started fresh)",
-       "train"),
+    _f("checkpoint", "string", NONE, "the run's last.ckpt, rewritten after every epoch (null: "
+       "trainer.checkpoint=false)", "train"),
+    _f("resumed_from", "string", NONE, "the checkpoint the run resumed from (trainer.ckpt_path; null: started "
+       "fresh)", "train"),
     _f("resumed_from_step", "integer", COUNT, "the optimizer step that checkpoint was written at", "train"),
     _f("lr", "number", NONE, "the learning rate the optimizer used (after a sweep's lr_scaling)", "train"),
     _f("norm_weight_decay", "number", NONE, "the weight decay on the norm layers' parameters (scales, shifts)",

@@ -48,7 +48,8 @@ class InMemoryData:
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
                min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
                distributed: bool = False, composition: str = "iid",
-               composition_options: dict[str, Any] | None = None, max_batches: int | None = None) -> BatchLoader:
+               composition_options: dict[str, Any] | None = None,
+               max_batches: int | float | None = None) -> BatchLoader:
         x, y = self.split(split)
         return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, min_batch=min_batch, seed=seed,
                            augment=augment, rank=rank, world_size=world_size, distributed=distributed,
@@ -79,8 +80,10 @@ class BatchLoader:
     `composition` (normbench.data.composition) other than `iid` lets a registered composition decide each
     epoch's batches from the labels (e.g. `k_classes`: K classes per batch); their number does not change
     between epochs, and with several ranks each rank takes every world_size-th batch (an equal count).
-    `max_batches` keeps only the first batches of every epoch (the permutation is still drawn over all
-    samples, so the batches are those of the unlimited loader); `left_out` counts the samples it leaves out.
+    `max_batches` keeps only the first batches of every epoch: that many (an integer), or that fraction of
+    them (a float in (0, 1], at least one batch), as Lightning's `limit_train_batches` counts; the permutation
+    is still drawn over all samples, so the batches are those of the unlimited loader, and `left_out` counts
+    the samples it leaves out.
     `state_dict()`/`load_state_dict()` save and restore the random state (the order and augmentation of the
     coming epochs), so a resumed run draws the batches an uninterrupted one would.
     """
@@ -88,11 +91,12 @@ class BatchLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
                  min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
                  distributed: bool = False, tail_multiple: int = 1, composition: str = "iid",
-                 composition_options: dict[str, Any] | None = None, max_batches: int | None = None):
+                 composition_options: dict[str, Any] | None = None, max_batches: int | float | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_batches is not None and max_batches < 1:
-            raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+        fraction = isinstance(max_batches, float)
+        if fraction and not 0 < max_batches <= 1 or not fraction and max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be an integer >= 1, a fraction in (0, 1] or None, got {max_batches}")
         self.max_batches = max_batches
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
@@ -145,7 +149,16 @@ class BatchLoader:
 
     def batch_slices(self) -> list[tuple[int, int]]:
         """(start, size) of every batch of an epoch, as positions in the (rank's share of the) order."""
-        return self._all_slices()[: self.max_batches]
+        slices = self._all_slices()
+        return slices[: self._limit(len(slices))]
+
+    def _limit(self, n: int) -> int:
+        """How many of an epoch's `n` batches `max_batches` keeps."""
+        if self.max_batches is None:
+            return n
+        if isinstance(self.max_batches, float):
+            return min(n, max(1, int(n * self.max_batches)))
+        return min(n, self.max_batches)
 
     def _all_slices(self) -> list[tuple[int, int]]:
         b, m = self.batch_size, self.tail_multiple
@@ -168,8 +181,7 @@ class BatchLoader:
 
     def __len__(self) -> int:
         if self._composed is not None:
-            n = self._composed // self.world_size
-            return n if self.max_batches is None else min(n, self.max_batches)
+            return self._limit(self._composed // self.world_size)
         return len(self.batch_slices())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -75,6 +75,8 @@ def quiet_lightning() -> None:
     # A resumed run appends to its own metrics.csv; a checkpoint folder that is the run folder is not empty.
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    # a re-queued sweep trial resumes from its predecessor's folder and writes its own: expected
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
 
 
 def default_out_dir(cfg: DictConfig) -> Path:

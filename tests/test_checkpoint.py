@@ -7,28 +7,19 @@ import csv
 import json
 import math
 
-import lightning as L
 import pytest
 
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.errors import ConfigError
 from normbench.train import train
-from tests.helpers import TINY
+from tests.helpers import TINY, CrashAtEpoch
 
 # Two epochs, shuffled and augmented batches (the loader's random state matters), the measurements on.
 RUN = [*TINY, "trainer.max_epochs=2", "trainer.threads=1", "data.augment=true", "logger=csv", "calib.samples=128"]
 # What legitimately differs between two runs of the same config: time, place, and the resume itself.
 VOLATILE = {"wall_s", "train_time_s", "examples_per_sec", "calib_s", "test_modes_s", "created_at", "out_dir",
             "config", "resumed_from", "resumed_from_step", "checkpoint", "git_dirty"}
-
-
-class Crash(L.Callback):
-    """Fails the run when the second epoch starts: the process dies after epoch 1's checkpoint."""
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == 1:
-            raise RuntimeError("simulated crash")
 
 
 def comparable(summary: dict) -> dict:
@@ -54,7 +45,7 @@ def uninterrupted(tmp_path_factory):
 def test_resume_after_a_crash_equals_the_uninterrupted_run(uninterrupted, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(load_config([*RUN, f"out_dir={out}"]), callbacks=[Crash()])
+        train(load_config([*RUN, f"out_dir={out}"]), callbacks=[CrashAtEpoch(2)])
     assert (out / "last.ckpt").is_file() and not (out / "summary.json").exists()
     resumed = train(load_config([*RUN, f"out_dir={out}", "trainer.ckpt_path=last"])).summary
 

@@ -32,7 +32,8 @@ from normbench.sweep.spec import SweepSpec
 _NAME_RE = re.compile(r"^[\w.-]+$")
 
 # Keys that do not change a trial's numbers: allowed to differ when a study is resumed.
-NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download")
+NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download",
+                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler")
 
 
 def is_group_key(key: str) -> bool:
@@ -242,9 +243,11 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     """Composes and checks everything the sweep will run; raises ConfigError (one line) on a problem."""
     from optuna.distributions import CategoricalDistribution
 
+    from normbench.config import logger_names
+
     composer = TrialComposer(spec, list(run_overrides))
     base_cfg = _base_config(composer)
-    if base_cfg.logger.name == "wandb" and "logger.group" not in composer.user_keys:
+    if "wandb" in logger_names(base_cfg.logger) and "logger.group" not in composer.user_keys:
         composer.add_override(f"logger.group={format_value(spec.name)}")  # one W&B group per sweep
         base_cfg = _base_config(composer)
     _check_objective(spec, base_cfg)

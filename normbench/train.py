@@ -40,7 +40,8 @@ from normbench.training.checkpoint import (
     LoaderState,
     RandomState,
     checkpoint_callback,
-    read_checkpoint,
+    nothing_left,
+    read_checkpoint_epochs,
     resolve_ckpt_path,
     resume_problem,
 )
@@ -226,11 +227,15 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     ckpt_path = resolve_ckpt_path(cfg.trainer.ckpt_path, out_dir)
     resumed_step = None
     if ckpt_path is not None:
-        saved, resumed_step = read_checkpoint(ckpt_path)
+        saved, resumed_step, epochs_done = read_checkpoint_epochs(ckpt_path)
         problem = resume_problem(ckpt_path, saved, resolved)
         if problem is not None:
             raise ConfigError(f"trainer.ckpt_path: {problem}; resume with the same settings (trainer.max_epochs "
                               "may change) or start a new run")
+        if nothing_left(epochs_done, resumed_step, cfg.trainer.max_epochs, cfg.trainer.max_steps):
+            raise ConfigError(f"trainer.ckpt_path={cfg.trainer.ckpt_path}: the checkpoint has trained {epochs_done} "
+                              f"epoch(s), {resumed_step} steps, already the end of this run; raise "
+                              "trainer.max_epochs (or trainer.max_steps) to train on")
     fast = cfg.trainer.fast_dev_run
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)

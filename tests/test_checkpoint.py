@@ -98,3 +98,8 @@ def test_the_python_api_accepts_a_model_checkpoint(tmp_path):
     # (the name's epoch is the record's 1-based one, which the evaluator logs as `epoch`)
     assert [p.name for p in (tmp_path / "mine").glob("*.ckpt")] == ["eepoch=1.ckpt"]
     assert not list((tmp_path / "run").glob("*.ckpt"))
+
+
+def test_a_finished_checkpoint_is_refused(uninterrupted, tmp_path):
+    with pytest.raises(ConfigError, match="already the end of this run; raise trainer.max_epochs"):
+        train(load_config([*RUN, f"out_dir={tmp_path}", f"trainer.ckpt_path={uninterrupted['checkpoint']}"]))

@@ -120,6 +120,9 @@ def tiny(args: list[str], work: Path | None = None) -> list[str]:
         return [*args, "scale=smoke", f"results_dir={work / 'results'}", f"work_dir={work / 'runs' / 'studies'}"]
     if not args or args[0] != "run":
         return args
+    if "data=synthetic" in args and any(a.startswith("trainer.max_epochs=") for a in args) and \
+            not any(a.startswith("sweep") for a in args):
+        return args  # a tiny run as written (e.g. the resume lines, whose epochs matter)
     if any(a.startswith("sweep") for a in args):
         if any(a.startswith("sweep.max_trials=") for a in args):  # already a quick smoke run
             return args

@@ -75,7 +75,7 @@ def resumable_checkpoint(trial: Any, trials_dir: Path, cfg: Any) -> Path | None:
     """The last.ckpt of the trial that `trial` re-runs (a re-queued copy: user attribute `retry_of`), when it
     exists and was made with the same settings (normbench.training.checkpoint.config_differences); else None."""
     from normbench.config import to_dict
-    from normbench.training.checkpoint import LAST, config_differences, read_checkpoint
+    from normbench.training.checkpoint import LAST, config_differences, nothing_left, read_checkpoint_epochs
 
     retry_of = trial.user_attrs.get("retry_of")
     if retry_of is None:
@@ -84,9 +84,11 @@ def resumable_checkpoint(trial: Any, trials_dir: Path, cfg: Any) -> Path | None:
     if not path.is_file():
         return None
     try:
-        saved, _ = read_checkpoint(path)
+        saved, step, epochs = read_checkpoint_epochs(path)
     except ConfigError:  # a checkpoint cut short by the death of its worker: start over
         return None
+    if nothing_left(epochs, step, cfg.trainer.max_epochs, cfg.trainer.max_steps):
+        return None  # it died after training (in the measurements): they need the whole run, start over
     return None if config_differences(saved, to_dict(cfg)) else path
 
 

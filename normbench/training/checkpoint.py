@@ -59,6 +59,12 @@ def resolve_ckpt_path(ckpt_path: str | None, out_dir: Path) -> Path | None:
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], int | None]:
     """(the run config, the optimizer step) stored in a normbench checkpoint."""
+    config, step, _ = read_checkpoint_epochs(path)
+    return config, step
+
+
+def read_checkpoint_epochs(path: Path) -> tuple[dict[str, Any], int | None, int | None]:
+    """(the run config, the optimizer step, the epochs trained) stored in a normbench checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one line
@@ -67,8 +73,16 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], int | None]:
     config = (ckpt.get("hyper_parameters") or {}).get("config") if isinstance(ckpt, dict) else None
     if not isinstance(config, dict):
         raise ConfigError(f"trainer.ckpt_path={path} is not a normbench run checkpoint (it holds no run config)")
-    step = ckpt.get("global_step")
-    return config, int(step) if isinstance(step, int) else None
+    step, epoch = ckpt.get("global_step"), ckpt.get("epoch")
+    # written at an epoch's end, before Lightning counts the epoch as done: `epoch` is its 0-based index
+    return config, int(step) if isinstance(step, int) else None, epoch + 1 if isinstance(epoch, int) else None
+
+
+def nothing_left(epochs_done: int | None, step: int | None, max_epochs: int, max_steps: int | None) -> bool:
+    """True when a checkpoint already reached the run's end (Lightning would train nor measure anything)."""
+    if max_steps is not None and step is not None and step >= max_steps:
+        return True
+    return epochs_done is not None and epochs_done >= max_epochs
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -91,14 +91,27 @@ class TrainerSchema:
     max_epochs: int = option(10, low=1)
     accumulate_grad_batches: int = option(1, low=1)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int = option(1, low=1)
+    # data-parallel processes; auto: every GPU with accelerator gpu (or auto on a GPU machine), else 1.
+    # Resolved to a number when the config is validated (the record says how many ran).
+    devices: int | Literal["auto"] = 1
     # W data-parallel devices on one: BN-type norms normalize per slice of batch_size
     emulate_devices: int = option(1, low=1)
     strategy: str = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     gradient_clip_val: float | None = option(None, low=0, low_open=True)
-    deterministic: bool = True
+    deterministic: bool | Literal["warn"] = True  # warn: deterministic kernels where they exist
     progress_bar: bool = True
+    # Lightning's run-length knobs, applied to normbench's own batching (normbench.data.memory.BatchLoader):
+    max_steps: int | None = option(None, low=1)  # stop after this many optimizer steps (null: max_epochs decides)
+    # training batches per epoch: an integer (batches) or a fraction in (0, 1] of the epoch; null: all
+    limit_train_batches: int | float | None = None
+    # one training batch, one eval batch per split, no checkpoint, logger or after-training measurements
+    fast_dev_run: bool = False
+    profiler: Literal["simple", "advanced"] | None = None  # report written to <out_dir>/fit-profile.txt
+    checkpoint: bool = True  # write <out_dir>/last.ckpt after every epoch (normbench.training.checkpoint)
+    # resume from this checkpoint (`last`: <out_dir>/last.ckpt); the run continues to the numbers an
+    # uninterrupted run reaches. null: start fresh.
+    ckpt_path: str | None = None
     # torch intra-op threads. CPU results depend on it (reductions split differently), so it is part of
     # the config; null: torch's own default (torch.get_num_threads()), resolved when the run starts.
     threads: int | None = option(None, low=1, say_null=False)
@@ -107,9 +120,13 @@ class TrainerSchema:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
 
+LoggerName = Literal["none", "csv", "wandb", "tensorboard"]
+
+
 @dataclass
 class LoggerSchema:
-    name: Literal["none", "csv", "wandb"] = "none"
+    # one logger, or several at once: logger=[csv,wandb] (the files of configs/logger/ merged, name a list)
+    name: LoggerName | list[LoggerName] = "none"
     project: str = "normbench"
     group: str | None = None
     job_type: str = "train"  # W&B's job type; a sweep's trials: sweep-trial
@@ -161,6 +178,8 @@ SECTIONS: dict[str, Section] = {
     "calib": Section(CalibSchema),
 }
 
+# Groups that take several choices at once (`logger=[csv,wandb]`): their files are merged and `name` lists them.
+MULTI_CHOICE_GROUPS = ("logger",)
 # Groups that select a whole preset rather than a section's values.
 PRESET_GROUPS = ("experiment",)
 # Groups that select what the command runs rather than part of one run's config (sweep=NAME: a sweep
@@ -241,6 +260,9 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
             if value is None:
                 out.append(text)
                 continue
+            if isinstance(value, list):
+                out.extend(_multi_choice(key, value, text))
+                continue
             choice = check_group_choice(key, value, search)
             if key in RUNNER_GROUPS:
                 raise ConfigError(f"{key}={choice} is run by `python -m normbench run {key}={choice}`; "
@@ -252,6 +274,26 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
         else:
             out.append("++" + text)  # unknown keys are reported by validate(), with the accepted ones
     return out
+
+
+def _multi_choice(group: str, values: list, text: str) -> list[str]:
+    """Overrides for `group=[a,b]`: Hydra merges the files a and b; `<group>.name` then lists both."""
+    if group not in MULTI_CHOICE_GROUPS:
+        raise ConfigError(f"override '{text}': {group} takes one choice; accepted lists: "
+                          f"{', '.join(g + '=[a,b]' for g in MULTI_CHOICE_GROUPS)}")
+    choices = [check_group_choice(group, v) for v in values]
+    if not choices or len(set(choices)) != len(choices) or (len(choices) > 1 and "none" in choices):
+        accepted = ", ".join(c for c in group_choices(group) if c != "none")
+        raise ConfigError(f"override '{text}': {group}=[...] takes distinct choices among {accepted}")
+    listed = ",".join(choices)
+    return [f"{group}=[{listed}]", f"++{group}.name=[{listed}]"]
+
+
+def logger_names(logger: Mapping[str, Any] | DictConfig) -> list[str]:
+    """The loggers a run's `logger` section selects (`none`: no logger, an empty list)."""
+    name = logger["name"]
+    names = [name] if isinstance(name, str) else list(name)
+    return [n for n in names if n != "none"]
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -334,8 +376,32 @@ def validate(raw: dict[str, Any]) -> DictConfig:
             values = {**values, "name": entry.name}
             extra, what = entry.options, f" for {name}={entry.name}"
         out[name] = schema.check(values, section.schema, name, extra=extra, extra_what=what)
+    out["trainer"]["devices"] = resolve_devices(out["trainer"]["devices"], out["trainer"]["accelerator"])
     check_semantics(out)
     return OmegaConf.create(out)
+
+
+def resolve_devices(devices: int | str, accelerator: str) -> int:
+    """`trainer.devices` as a number: `auto` is every GPU when the run uses GPUs, else 1."""
+    if devices == "auto":
+        if resolve_accelerator(accelerator) == "gpu":
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        return 1
+    if devices < 1:
+        raise ConfigError(f"trainer.devices must be >= 1 or auto, got {devices!r}")
+    return int(devices)
+
+
+def check_run_length(trainer: dict[str, Any]) -> None:
+    """`trainer.limit_train_batches`: an integer >= 1 (batches) or a fraction in (0, 1]."""
+    limit = trainer["limit_train_batches"]
+    if limit is None:
+        return
+    if isinstance(limit, int) and limit < 1 or isinstance(limit, float) and not 0 < limit <= 1:
+        raise ConfigError(f"trainer.limit_train_batches must be an integer >= 1 (batches per epoch), a fraction "
+                          f"in (0, 1] or null, got {limit!r}")
 
 
 def check_semantics(cfg: dict[str, Any]) -> None:
@@ -343,6 +409,11 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     options and sizes, the norm's options and its batches, devices."""
     data, trainer = cfg["data"], cfg["trainer"]
     check_strategy(trainer["strategy"])
+    check_run_length(trainer)
+    if "tensorboard" in logger_names(cfg["logger"]):
+        from normbench.training.tensorboard import check_tensorboard
+
+        check_tensorboard()
     check_data(data)
     norm_entry = norms.get(cfg["norm"]["name"])
     try:  # value checks (momentum range, eps, ...); channel-dependent ones are made per layer in build_model

@@ -174,6 +174,17 @@ FIELDS: tuple[Field, ...] = (
        "k_classes)", "train"),
     _f("classes_per_batch", "integer", COUNT, "data.classes_per_batch: classes in each k_classes batch", "train"),
     _f("train_left_out", "integer", SAMPLES, "training samples no batch of an epoch holds", "train"),
+    _f("train_batches", "integer", COUNT, "training batches per epoch (per device), after trainer.limit_train_batches "
+       "or fast_dev_run", "train"),
+    _f("max_steps", "integer", COUNT, "trainer.max_steps: the optimizer-step limit (null: none)", "train"),
+    _f("fast_dev_run", "boolean", NONE, "trainer.fast_dev_run: one batch of training and of each eval split, no "
+       "measurements after epochs (a smoke test, not a result)", "train"),
+    _f("deterministic", "string", NONE, "trainer.deterministic: true, false or warn (deterministic kernels)", "train"),
+    _f("checkpoint", "string", NONE, "the run's last.ckpt, rewritten after every epoch (null: "
+       "trainer.checkpoint=false)", "train"),
+    _f("resumed_from", "string", NONE, "the checkpoint the run resumed from (trainer.ckpt_path; null: started "
+       "fresh)", "train"),
+    _f("resumed_from_step", "integer", COUNT, "the optimizer step that checkpoint was written at", "train"),
     _f("lr", "number", NONE, "the learning rate the optimizer used (after a sweep's lr_scaling)", "train"),
     _f("norm_weight_decay", "number", NONE, "the weight decay on the norm layers' parameters (scales, shifts)",
        "train"),

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from normbench.config import DataSchema, from_mapping, options_of, resolve_accelerator, to_dict
+from normbench.config import DataSchema, from_mapping, logger_names, options_of, resolve_accelerator, to_dict
 from normbench.data import InMemoryData, load_data
 from normbench.environment import git_info, machine, versions
 from normbench.errors import ConfigError
@@ -35,6 +35,16 @@ from normbench.run_facts import (
 )
 from normbench.training import Classifier, EpochEvaluator, ThroughputMonitor
 from normbench.training.accumulation import accumulation_callbacks
+from normbench.training.checkpoint import (
+    LAST,
+    LoaderState,
+    RandomState,
+    checkpoint_callback,
+    nothing_left,
+    read_checkpoint_epochs,
+    resolve_ckpt_path,
+    resume_problem,
+)
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.measurements import failure_reason, measurement_callbacks
 from normbench.training.module import norm_decay
@@ -63,6 +73,11 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     # Every DDP rank evaluates the whole (unsharded) eval splits, so epoch-level logs agree without a sync.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    # A resumed run appends to its own metrics.csv; a checkpoint folder that is the run folder is not empty.
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    # a re-queued sweep trial resumes from its predecessor's folder and writes its own: expected
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -138,21 +153,44 @@ def norm_groups(cfg: DictConfig, net: torch.nn.Module) -> dict[str, int] | None:
     return out
 
 
-def make_logger(cfg: DictConfig, out_dir: Path):
-    name = cfg.logger.name
-    if name == "none":
-        return False
-    if name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+def make_logger(cfg: DictConfig, out_dir: Path, resumed_step: int | None = None) -> list | bool:
+    """The run's loggers (`logger=csv` or several: `logger=[csv,wandb]`); False for none. A run resumed from
+    the checkpoint of `resumed_step` continues its metrics.csv."""
+    loggers = [_one_logger(name, cfg, out_dir, resumed_step) for name in logger_names(cfg.logger)]
+    return loggers or False
 
-        return CSVLogger(save_dir=str(out_dir), name="", version="")
+
+def _one_logger(name: str, cfg: DictConfig, out_dir: Path, resumed_step: int | None = None):
+    if name == "csv":
+        from normbench.training.csv_log import make_csv_logger
+
+        return make_csv_logger(out_dir, resumed_step)
+    if name == "tensorboard":
+        from normbench.training.tensorboard import make_tensorboard_logger
+
+        return make_tensorboard_logger(out_dir)
     if name == "wandb":
         from normbench.training.wandb import make_wandb_logger
 
         config = to_dict(cfg)
         config["out_dir"] = str(out_dir)
         return make_wandb_logger(cfg, config, out_dir)
-    raise ConfigError(f"unknown logger '{name}'; accepted: none, csv, wandb")  # pragma: no cover
+    raise ConfigError(f"unknown logger '{name}'; accepted: none, csv, tensorboard, wandb")  # pragma: no cover
+
+
+def train_batch_limit(trainer_cfg: DictConfig) -> int | float | None:
+    """The training loader's `max_batches`: 1 for fast_dev_run, else trainer.limit_train_batches."""
+    return 1 if trainer_cfg.fast_dev_run else trainer_cfg.limit_train_batches
+
+
+def make_profiler(name: str | None, out_dir: Path):
+    """Lightning's profiler for `trainer.profiler`, its report in `<out_dir>/fit-profile.txt` (not on stdout)."""
+    if name is None:
+        return None
+    from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
+
+    cls = SimpleProfiler if name == "simple" else AdvancedProfiler
+    return cls(dirpath=str(out_dir), filename="profile")
 
 
 def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> RunResult:
@@ -184,6 +222,21 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     device = torch.device("cuda") if accelerator == "gpu" and cfg.trainer.devices == 1 else torch.device("cpu")
     out_dir = run_out_dir(cfg)
     check_output_dir(out_dir, "out_dir")  # before loading data: a bad out_dir is a user error, not a late crash
+    resolved = to_dict(cfg)
+    resolved["out_dir"] = str(out_dir)
+    ckpt_path = resolve_ckpt_path(cfg.trainer.ckpt_path, out_dir)
+    resumed_step = None
+    if ckpt_path is not None:
+        saved, resumed_step, epochs_done = read_checkpoint_epochs(ckpt_path)
+        problem = resume_problem(ckpt_path, saved, resolved)
+        if problem is not None:
+            raise ConfigError(f"trainer.ckpt_path: {problem}; resume with the same settings (trainer.max_epochs "
+                              "may change) or start a new run")
+        if nothing_left(epochs_done, resumed_step, cfg.trainer.max_epochs, cfg.trainer.max_steps):
+            raise ConfigError(f"trainer.ckpt_path={cfg.trainer.ckpt_path}: the checkpoint has trained {epochs_done} "
+                              f"epoch(s), {resumed_step} steps, already the end of this run; raise "
+                              "trainer.max_epochs (or trainer.max_steps) to train on")
+    fast = cfg.trainer.fast_dev_run
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
@@ -205,8 +258,6 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
                           f"{data.num_classes} classes of {cfg.data.name}; accepted: 1-{data.num_classes}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    resolved = to_dict(cfg)
-    resolved["out_dir"] = str(out_dir)
 
     module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved},
                         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
@@ -217,8 +268,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
     # Progress: Lightning's bar on a terminal, else one line per epoch (after the epoch's measurements).
     epoch_lines = cfg.trainer.progress_bar and use_epoch_lines()
-    parts: list[RecordPart] = [throughput, EpochEvaluator(data, cfg.data.eval_batch_size),
-                               *measurement_callbacks(cfg, data, out_dir),
+    # fast_dev_run: one eval batch per split, no measurements after epochs (a smoke test of the code path)
+    parts: list[RecordPart] = [throughput, EpochEvaluator(data, cfg.data.eval_batch_size, 1 if fast else None),
+                               *(measurement_callbacks(cfg, data, out_dir) if not fast else []),
                                *(cb for cb in callbacks if isinstance(cb, RecordPart)),
                                *([EpochLines(cfg.trainer.max_epochs)] if epoch_lines else [])]
     history = EpochHistory()
@@ -228,32 +280,42 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     # Epoch-end hooks in list order: the throughput clock stops, then accumulation windows are committed,
     # then the evaluator measures (and the other parts follow its published entry).
     all_callbacks: list[L.Callback] = [trained, throughput, *accumulation_callbacks(net), *parts[1:],
-                                       *(cb for cb in callbacks if not isinstance(cb, RecordPart))]
+                                       *(cb for cb in callbacks if not isinstance(cb, RecordPart)), RandomState()]
+    checkpointing = cfg.trainer.checkpoint and not fast
+    if checkpointing:  # Lightning runs checkpoint callbacks last: after the epoch's evaluation and measurements
+        all_callbacks.append(checkpoint_callback(out_dir))
+    from lightning.pytorch.callbacks import Checkpoint
+
+    checkpointing = checkpointing or any(isinstance(cb, Checkpoint) for cb in callbacks)
     batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
     # distributed: each DDP rank iterates its own share (resolved once Lightning has made the process group)
     train_loader = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
                                min_batch=2 if batch_stats else 1, augment=cfg.data.augment, distributed=True,
-                               composition=composition, composition_options=composition_options)
+                               composition=composition, composition_options=composition_options,
+                               max_batches=train_batch_limit(cfg.trainer))
+    all_callbacks.append(LoaderState(train_loader))
     if cfg.trainer.progress_bar and not epoch_lines:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
 
-    logger = make_logger(cfg, out_dir)
+    logger = make_logger(cfg, out_dir, resumed_step) if not fast else False
     deterministic: bool | str = cfg.trainer.deterministic
-    if accelerator != "cpu" and deterministic:
+    if accelerator != "cpu" and deterministic is True:
         deterministic = "warn"
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=cfg.trainer.devices,
         strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision,
-        max_epochs=cfg.trainer.max_epochs,
+        max_epochs=1 if fast else cfg.trainer.max_epochs,
+        max_steps=cfg.trainer.max_steps or -1,
         # CUDA lacks deterministic kernels for some ops (adaptive pooling backward): warn there instead.
         deterministic=deterministic,
         logger=logger,
         callbacks=all_callbacks,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpointing,
+        profiler=make_profiler(cfg.trainer.profiler, out_dir),
         enable_model_summary=False,
         enable_progress_bar=cfg.trainer.progress_bar and not epoch_lines,
         num_sanity_val_steps=0,
@@ -267,7 +329,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     logger_closed = False
     try:
         with shared_run_dir(out_dir, cfg.trainer.devices):
-            trainer.fit(module, train_dataloaders=train_loader)
+            trainer.fit(module, train_dataloaders=train_loader, ckpt_path=ckpt_path and str(ckpt_path))
     except Exception as e:
         close_logger(logger, failed=True)
         if not trained.done:
@@ -301,6 +363,13 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "batch_composition": composition,
         "classes_per_batch": cfg.data.classes_per_batch,
         "train_left_out": train_loader.left_out,  # training samples no batch of an epoch holds
+        "train_batches": len(train_loader),  # per epoch (per device), after limit_train_batches / fast_dev_run
+        "max_steps": cfg.trainer.max_steps,
+        "fast_dev_run": fast,
+        "deterministic": str(cfg.trainer.deterministic).lower(),  # true, false or warn
+        "checkpoint": str(out_dir / LAST) if cfg.trainer.checkpoint and not fast else None,
+        "resumed_from": None if ckpt_path is None else str(ckpt_path),
+        "resumed_from_step": resumed_step,
         "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
         "norm_weight_decay": norm_decay(cfg.optim.weight_decay, cfg.optim.norm_weight_decay),
         "threads": threads,
@@ -347,11 +416,12 @@ def close_logger(logger, summary: dict[str, Any] | None = None, out_dir: Path | 
     """End-of-run hook: W&B gets the final summary and the calibration table, then its run is finished."""
     from lightning.pytorch.loggers import WandbLogger
 
-    if not isinstance(logger, WandbLogger):
-        return
-    from normbench.training.wandb import close_failed, log_run_end
+    for one in logger if isinstance(logger, list) else [logger]:
+        if not isinstance(one, WandbLogger):
+            continue
+        from normbench.training.wandb import close_failed, log_run_end
 
-    if failed:
-        close_failed(logger)
-    else:
-        log_run_end(logger, summary or {}, out_dir or Path("."))
+        if failed:
+            close_failed(one)
+        else:
+            log_run_end(one, summary or {}, out_dir or Path("."))

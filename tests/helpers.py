@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -19,6 +20,17 @@ FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 # Tiny, fast overrides shared by the tests that train.
 TINY = ["data=synthetic", "data.num_train=256", "data.num_test=128", "trainer.max_epochs=1",
         "trainer.progress_bar=false", "trainer.accelerator=cpu"]
+
+
+class CrashAtEpoch(L.Callback):
+    """Fails a run when epoch `epoch` (1-based) starts: the process dies after the previous epoch's checkpoint."""
+
+    def __init__(self, epoch: int = 2) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == self.epoch:
+            raise RuntimeError("simulated crash")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):

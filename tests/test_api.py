@@ -18,7 +18,9 @@ from tests.helpers import FMNIST_SYSTEM, requires_fmnist
 
 # Fields that differ between two runs of one config by nature: clocks (the record's fields in seconds or per
 # second: wall_s, train_time_s, calib_s, test_modes_s, examples_per_sec), when and where the record went.
-VOLATILE = {f.name for f in record.FIELDS if f.unit in (record.SECONDS, "samples/s")} | {"created_at", "out_dir"}
+# (checkpoint: a path inside out_dir)
+VOLATILE = {f.name for f in record.FIELDS if f.unit in (record.SECONDS, "samples/s")} | {"created_at", "out_dir",
+                                                                                       "checkpoint"}
 
 
 def comparable(summary: dict) -> dict:

@@ -96,7 +96,7 @@ CASES = [
     ("test-subset-too-big", ["run", *RUN, "data.test_subset=33"], "data.test_subset=33 must be in [1, 32]"),
     ("synthetic-root-missing", ["run", *RUN, "data.root=/nonexistent-nb/data"],
      "data.root=/nonexistent-nb/data does not exist (synthetic data are generated, not read"),
-    # issue 14: multirun, sweep files and config directories from outside the package, study names
+    # multirun, sweep files and config directories from outside the package, study names
     ("multirun-sweep-file", ["run", "-m", "sweep=tiny", *SWEEP], "a sweep file runs without -m"),
     ("multirun-interval", ["run", "--multirun", "data=synthetic", "optim.lr=interval(0.1,1)", *SWEEP],
      "interval(...) needs a search"),
@@ -114,6 +114,23 @@ CASES = [
     ("hydra-run-dir", ["run", *RUN, "hydra.run.dir=x"], "hydra.* settings are not used"),
     ("study-name-slash", ["run", "sweep=tiny", *SWEEP, "sweep.study_name=a/b"],
      "study_name must be a folder name (letters, digits, _ . -), got 'a/b'"),
+    # the trainer knobs, several loggers, checkpoints
+    ("max-steps-0", ["run", *RUN, "trainer.max_steps=0"], "trainer.max_steps must be >= 1 or null, got 0"),
+    ("limit-train-batches-0", ["run", *RUN, "trainer.limit_train_batches=0"],
+     "trainer.limit_train_batches must be an integer >= 1 (batches per epoch), a fraction in (0, 1] or null, got 0"),
+    ("limit-train-batches-1.5", ["run", *RUN, "trainer.limit_train_batches=1.5"], "a fraction in (0, 1] or null"),
+    ("profiler-bogus", ["run", *RUN, "trainer.profiler=pytorch"],
+     "trainer.profiler must be one of simple, advanced or null, got 'pytorch'"),
+    ("devices-0", ["run", *RUN, "trainer.devices=0"], "trainer.devices must be >= 1 or auto, got 0"),
+    ("devices-text", ["run", *RUN, "trainer.devices=many"], "trainer.devices must be an integer or one of auto"),
+    ("deterministic-text", ["run", *RUN, "trainer.deterministic=maybe"], "trainer.deterministic must be true or"),
+    ("fast-dev-run-3", ["run", *RUN, "trainer.fast_dev_run=3"], "trainer.fast_dev_run must be true or false, got 3"),
+    ("logger-list-unknown", ["run", *RUN, "logger=[csv,bogus]"], "unknown logger 'bogus'; accepted: csv, none,"),
+    ("logger-list-none", ["run", *RUN, "logger=[csv,none]"], "logger=[...] takes distinct choices among csv,"),
+    ("logger-list-twice", ["run", *RUN, "logger=[csv,csv]"], "logger=[...] takes distinct choices"),
+    ("norm-list", ["run", *RUN, "norm=[bn,gn]"], "norm takes one choice; accepted lists: logger=[a,b]"),
+    ("ckpt-path-missing", ["run", *RUN, "trainer.ckpt_path={ws}/none.ckpt"], "no checkpoint file {ws}/none.ckpt"),
+    ("ckpt-path-not-a-checkpoint", ["run", *RUN, "trainer.ckpt_path={ws}/afile"], "cannot be read as a checkpoint"),
 ]
 
 

@@ -22,7 +22,7 @@ BAD_INPUTS = [
     (["seed=abc"], "seed must be an integer, got 'abc'"),
     (["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
     (["trainer.accelerator=tpu"], "trainer.accelerator must be one of auto, cpu, gpu"),
-    (["logger=mlflow"], "unknown logger 'mlflow'; accepted: csv, none, wandb"),
+    (["logger=mlflow"], "unknown logger 'mlflow'; accepted: csv, none, tensorboard, wandb"),
     (["norm.momentum=["], "cannot parse override 'norm.momentum=['"),
 ]
 

@@ -124,6 +124,9 @@ def tiny(args: list[str], work: Path | None = None) -> list[str]:
         return args
     if "-m" in args or "--multirun" in args:  # already tiny (synthetic data); a study named after the line
         return args
+    if "data=synthetic" in args and any(a.startswith("trainer.max_epochs=") for a in args) and \
+            not any(a.startswith("sweep") for a in args):
+        return args  # a tiny run as written (e.g. the resume lines, whose epochs matter)
     if any(a.startswith("sweep") for a in args):
         if any(a.startswith("sweep.max_trials=") for a in args):  # already a quick smoke run
             return args

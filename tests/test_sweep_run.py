@@ -23,6 +23,7 @@ from normbench.sweep.runner import prepare
 from normbench.sweep.study import LOST_WORKER_REASON, SweepStudy
 from normbench.sweep.worker import DROPPED_REASON, Worker
 from normbench.train import train
+from tests.helpers import CrashAtEpoch
 from tests.sweep_support import ONE_POINT, TINY_BASE, TINY_GRID, SweepHome, point_counts, tiny_points
 
 
@@ -275,6 +276,34 @@ def test_result_of_a_trial_requeued_meanwhile_is_dropped(home):
     finals = final_trials(trials)
     assert len(finals) == 4 and {t.state for t in finals} == {TrialState.COMPLETE}
     assert len({t.user_attrs["point_key"] for t in finals}) == 4
+
+
+def test_requeued_trial_resumes_from_the_dead_trials_checkpoint(home):
+    home.write("one", ONE_POINT.replace("trainer.max_epochs: 1", "trainer.max_epochs: 2"))
+    plan, url = prepare(home.args("one"))
+    sweep_study = SweepStudy(plan, url)
+    try:
+        trial, params = sweep_study.claim()
+        dead_dir = sweep_study.trials_dir / str(trial.number)
+        cfg, _ = plan.composer.compose(params, dead_dir)
+        with pytest.raises(RuntimeError, match="simulated crash"):  # its worker dies in epoch 2
+            train(cfg, callbacks=[CrashAtEpoch(2)])
+        # What another worker does when the heartbeat is stale: fail the trial and queue a copy.
+        sweep_study.storage.set_trial_state_values(sweep_study.trial_id(trial.number), TrialState.FAIL)
+        sweep_study.requeue(trial)
+        Worker(sweep_study).run()
+    finally:
+        sweep_study.close()
+    (retry,) = [t for t in home.trials("one") if t.user_attrs.get("retry_of") == trial.number]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from"] == str(dead_dir / "last.ckpt")
+    summary = stored_summary(retry.user_attrs)
+    assert summary["resumed_from"] == str(dead_dir / "last.ckpt")
+    assert summary["resumed_from_step"] == summary["optimizer_steps"] // 2 > 0  # epoch 1 was not run again
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    # the same numbers as the point run uninterrupted
+    whole = train(plan.composer.compose(params, home.root / "whole")[0]).summary
+    assert summary["history"] == whole["history"] and summary["test_acc"] == whole["test_acc"]
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

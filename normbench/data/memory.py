@@ -50,11 +50,13 @@ class InMemoryData:
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
                min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
                distributed: bool = False, composition: str = "iid",
-               composition_options: dict[str, Any] | None = None) -> BatchLoader:
+               composition_options: dict[str, Any] | None = None,
+               max_batches: int | float | None = None) -> BatchLoader:
         x, y = self.split(split)
         return BatchLoader(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, min_batch=min_batch, seed=seed,
                            augment=augment, rank=rank, world_size=world_size, distributed=distributed,
-                           composition=composition, composition_options=composition_options)
+                           composition=composition, composition_options=composition_options,
+                           max_batches=max_batches)
 
     def to(self, device: torch.device | str) -> InMemoryData:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
@@ -80,14 +82,24 @@ class BatchLoader:
     `composition` (normbench.data.composition) other than `iid` lets a registered composition decide each
     epoch's batches from the labels (e.g. `k_classes`: K classes per batch); their number does not change
     between epochs, and with several ranks each rank takes every world_size-th batch (an equal count).
+    `max_batches` keeps only the first batches of every epoch: that many (an integer), or that fraction of
+    them (a float in (0, 1], at least one batch), as Lightning's `limit_train_batches` counts; the permutation
+    is still drawn over all samples, so the batches are those of the unlimited loader, and `left_out` counts
+    the samples it leaves out.
+    `state_dict()`/`load_state_dict()` save and restore the random state (the order and augmentation of the
+    coming epochs), so a resumed run draws the batches an uninterrupted one would.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, drop_last: bool,
                  min_batch: int = 1, seed: int = 0, augment: bool = False, rank: int = 0, world_size: int = 1,
                  distributed: bool = False, tail_multiple: int = 1, composition: str = "iid",
-                 composition_options: dict[str, Any] | None = None):
+                 composition_options: dict[str, Any] | None = None, max_batches: int | float | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        fraction = isinstance(max_batches, float)
+        if fraction and not 0 < max_batches <= 1 or not fraction and max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be an integer >= 1, a fraction in (0, 1] or None, got {max_batches}")
+        self.max_batches = max_batches
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if distributed and (rank, world_size) != (0, 1):
@@ -130,8 +142,27 @@ class BatchLoader:
         world_size = self.world_size
         return len(self.x) // world_size if world_size > 1 else len(self.x)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The random state that decides the coming epochs' batches."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
     def batch_slices(self) -> list[tuple[int, int]]:
         """(start, size) of every batch of an epoch, as positions in the (rank's share of the) order."""
+        slices = self._all_slices()
+        return slices[: self._limit(len(slices))]
+
+    def _limit(self, n: int) -> int:
+        """How many of an epoch's `n` batches `max_batches` keeps."""
+        if self.max_batches is None:
+            return n
+        if isinstance(self.max_batches, float):
+            return min(n, max(1, int(n * self.max_batches)))
+        return min(n, self.max_batches)
+
+    def _all_slices(self) -> list[tuple[int, int]]:
         b, m = self.batch_size, self.tail_multiple
         full, rest = divmod(self.per_rank, b)
         out = [(i * b, b) for i in range(full)]
@@ -147,12 +178,12 @@ class BatchLoader:
     def left_out(self) -> int:
         """Samples of this rank's share that no batch of an epoch holds (drop_last, min_batch, composition)."""
         if self._composed is not None:
-            return self.per_rank - len(self) * self.batch_size
+            return self.per_rank - len(self) * self.batch_size  # composed batches are full
         return self.per_rank - sum(size for _, size in self.batch_slices())
 
     def __len__(self) -> int:
         if self._composed is not None:
-            return self._composed // self.world_size
+            return self._limit(self._composed // self.world_size)
         return len(self.batch_slices())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -33,7 +33,8 @@ from normbench.sweep.spec import SweepSpec
 _NAME_RE = re.compile(r"^[\w.-]+$")
 
 # Keys that do not change a trial's numbers: allowed to differ when a study is resumed.
-NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download")
+NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download",
+                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler")
 
 
 def is_group_key(key: str) -> bool:
@@ -177,7 +178,9 @@ class Plan:
     def set_wandb_run(self, group: str) -> None:
         """With logger=wandb, every trial's W&B run is in `group` (the study's, unless the command line set
         logger.group), of job type sweep-trial, tagged with the study's name beside the run's own tags."""
-        if self.base_cfg.logger.name != "wandb":
+        from normbench.config import logger_names
+
+        if "wandb" not in logger_names(self.base_cfg.logger):
             return
         user = self.composer.user_keys
         if "logger.group" not in user:

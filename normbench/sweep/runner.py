@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from normbench.config import search_path
+from normbench.config import logger_names, search_path
 from normbench.errors import ConfigError, RunFault
 from normbench.files import check_output_dir
 from normbench.results import display_url, storage_url, sweep_dir
@@ -144,7 +144,7 @@ def run_plan(plan: Plan, url: str) -> int:
         print(final_line(plan, trials), flush=True)
         print(f"trials: {csv_path(plan)}", flush=True)
         print(f"tables: python -m normbench table {report_args(plan)}", flush=True)
-        if plan.base_cfg.logger.name == "wandb":
+        if "wandb" in logger_names(plan.base_cfg.logger):
             print(wandb_line(plan), flush=True)
     finally:
         sweep_study.close()

@@ -331,7 +331,7 @@ class SweepStudy:
             history = t.system_attrs.get("retry_history", [])
             if history and t.user_attrs.get("retry_of") != history[-1]:
                 self._set_attr(t.number, "retry_of", history[-1])
-                for key in ("fail_reason", "command", "worker", *summary_keys(t.user_attrs)):
+                for key in ("fail_reason", "command", "worker", "resumed_from", *summary_keys(t.user_attrs)):
                     if t.user_attrs.get(key) is not None:
                         self._set_attr(t.number, key, None)
 

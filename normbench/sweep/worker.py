@@ -71,6 +71,27 @@ class TrialOutcome:
     fail_reason: str | None = None
 
 
+def resumable_checkpoint(trial: Any, trials_dir: Path, cfg: Any) -> Path | None:
+    """The last.ckpt of the trial that `trial` re-runs (a re-queued copy: user attribute `retry_of`), when it
+    exists and was made with the same settings (normbench.training.checkpoint.config_differences); else None."""
+    from normbench.config import to_dict
+    from normbench.training.checkpoint import LAST, config_differences, nothing_left, read_checkpoint_epochs
+
+    retry_of = trial.user_attrs.get("retry_of")
+    if retry_of is None:
+        return None
+    path = trials_dir / str(retry_of) / LAST
+    if not path.is_file():
+        return None
+    try:
+        saved, step, epochs = read_checkpoint_epochs(path)
+    except ConfigError:  # a checkpoint cut short by the death of its worker: start over
+        return None
+    if nothing_left(epochs, step, cfg.trainer.max_epochs, cfg.trainer.max_steps):
+        return None  # it died after training (in the measurements): they need the whole run, start over
+    return None if config_differences(saved, to_dict(cfg)) else path
+
+
 @dataclass
 class Worker:
     """Runs trials of one sweep until none is left (or `max_trials` ran, counted by `counter`)."""
@@ -202,6 +223,10 @@ class Worker:
         except ConfigError as e:
             return TrialState.FAIL, None, f"config: {e}"
         trial.set_user_attr("command", command_line(overrides))
+        resume = resumable_checkpoint(trial, ss.trials_dir, cfg)
+        if resume is not None:  # a re-queued trial continues from its dead predecessor's last epoch
+            cfg.trainer.ckpt_path = str(resume)
+            trial.set_user_attr("resumed_from", str(resume))
         # Searches prune a configuration on its lead trial; its other seeds then run to the end.
         prunable = spec.pruner != "none" and (spec.is_grid or bool(trial.user_attrs.get("lead")))
         pruning = PruningCallback(trial, spec.objective, prune=prunable)

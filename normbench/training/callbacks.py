@@ -65,6 +65,16 @@ class ThroughputMonitor(RecordPart):
         _sync(pl_module)
         self.seconds += time.perf_counter() - self._start
 
+    def state_dict(self) -> dict[str, Any]:  # saved in checkpoints: a resumed run counts on
+        return {"examples": self.examples, "seconds": self.seconds, "compile_s": self.compile_s,
+                "compile_steps": self.compile_steps, "compile_examples": self.compile_examples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.examples, self.seconds = int(state_dict["examples"]), float(state_dict["seconds"])
+        self.compile_s = float(state_dict.get("compile_s", 0.0))
+        self.compile_steps = int(state_dict.get("compile_steps", 0))
+        self.compile_examples = int(state_dict.get("compile_examples", 0))
+
     @property
     def examples_per_sec(self) -> float:
         seconds = self.seconds - self.compile_s
@@ -109,14 +119,30 @@ class EpochEvaluator(RecordPart):
     stops training when the run diverged (see `divergence`): the history says when and why.
     """
 
-    def __init__(self, data: InMemoryData, eval_batch_size: int) -> None:
+    def __init__(self, data: InMemoryData, eval_batch_size: int, max_batches: int | None = None) -> None:
         self.data = data
         self.eval_batch_size = eval_batch_size
+        self.max_batches = max_batches  # the first batches of each split only (trainer.fast_dev_run: 1)
         self.initial_loss: float | None = None
 
     def _eval(self, module: L.LightningModule, split: str) -> tuple[float, float]:
-        result = evaluate(module.net, self.data.loader(split, self.eval_batch_size))
+        result = evaluate(module.net, self.data.loader(split, self.eval_batch_size, max_batches=self.max_batches))
         return result.loss, result.acc
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run's history so far (saved in checkpoints: a resumed run appends to it)."""
+        history = self.history or EpochHistory()
+        return {"entries": history.entries, "diverged_at_epoch": history.diverged_at_epoch,
+                "diverged_reason": history.diverged_reason, "initial_loss": self.initial_loss}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        history = self.history
+        if history is None:  # pragma: no cover - train() attaches the history before fit
+            raise RuntimeError("EpochEvaluator needs an EpochHistory (RecordPart.attach) before a checkpoint loads")
+        history.entries[:] = [dict(e) for e in state_dict["entries"]]
+        history.diverged_at_epoch = state_dict["diverged_at_epoch"]
+        history.diverged_reason = state_dict["diverged_reason"]
+        self.initial_loss = state_dict["initial_loss"]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         history = self.history

@@ -135,6 +135,19 @@ class CalibrationMonitor(RecordPart):
         # (global_step, calibration, its aggregate, precise-test figures or None) of the latest measurement
         self._last: tuple[int, Calibration, dict[str, Any], dict[str, Any] | None] | None = None
 
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run continues from: calibration.json's epochs, the seconds spent, the failures."""
+        return {"epochs": self.epochs, "calib_seconds": self.calib_seconds, "epoch": self._epoch,
+                "errors": dict(self.errors)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict["epochs"])
+        self.calib_seconds = float(state_dict["calib_seconds"])
+        self._epoch = int(state_dict["epoch"])
+        self.errors = dict(state_dict["errors"])
+
     # -- batches -------------------------------------------------------------------------------------
 
     def _train_mode_loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool, augment: bool = False):
@@ -183,6 +196,8 @@ class CalibrationMonitor(RecordPart):
         left_out = None if cal.model is None else min(self.samples, len(self.data.train_x)) - cal.samples
         figures: dict[str, Any] = {**cal.aggregate, "calib_samples": cal.samples, "calib_left_out": left_out}
         self._last = (trainer.global_step, cal, figures, None)
+        # (a run resumed from its final checkpoint measures its last epoch again: one entry per epoch)
+        self.epochs = [e for e in self.epochs if e["epoch"] != epoch]
         self.epochs.append({"epoch": epoch, "layers": cal.layers, "aggregate": figures})
         self._add_to_history(epoch, figures)
         if trainer.is_global_zero and self.out_dir is not None:

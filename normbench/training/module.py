@@ -90,6 +90,12 @@ class Classifier(L.LightningModule):
         count = self._count
         return loss_sum / count, correct / count
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["normbench_initial_loss"] = self.initial_loss  # the divergence rule's reference
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.initial_loss = checkpoint.get("normbench_initial_loss")
+
     def configure_optimizers(self):
         cfg = self.optim_cfg
         params = parameter_groups(self.net, cfg["weight_decay"], cfg.get("norm_weight_decay"))

@@ -158,7 +158,7 @@ def log_run_end(logger: WandbLogger, summary: dict[str, Any], out_dir: Path) -> 
                       stacklevel=2)
         rows = None
     if rows:
-        run.log({"calibration/layers": wandb.Table(columns=CALIBRATION_COLUMNS, data=rows)})
+        run.log({"calibration/layers": wandb.Table(columns=list(CALIBRATION_COLUMNS), data=rows)})  # a list[str | int]
     run.finish(exit_code=0)  # a diverged run is a result, not a crash: its status is in the summary
 
 

@@ -57,7 +57,7 @@ class InMemoryData:
                            composition=composition, composition_options=composition_options)
 
     def to(self, device: torch.device | str) -> InMemoryData:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        moved: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
         return InMemoryData(**moved)
 
 
@@ -105,8 +105,10 @@ class BatchLoader:
             from normbench.data.composition import COMPOSITIONS, check_composition
 
             check_composition(composition, batch_size, self.composition_options.get("classes_per_batch"))
-            self._compose = COMPOSITIONS[composition].batches
-            self._composed = COMPOSITIONS[composition].count(self.y, batch_size, **self.composition_options)
+            chosen = COMPOSITIONS[composition]
+            assert chosen.batches is not None and chosen.count is not None  # every composition but iid has both
+            self._compose = chosen.batches
+            self._composed = chosen.count(self.y, batch_size, **self.composition_options)
 
     @property
     def rank(self) -> int:

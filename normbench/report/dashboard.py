@@ -104,6 +104,8 @@ def publish_online(results: SweepResults, ref: ReportArgs) -> str:
 
     api = wandb.Api()
     entity = ref.options.get("entity") or api.default_entity
+    if not entity:  # W&B knows no default entity for this key: "None/project" would not name a project
+        raise ConfigError("the online dashboard needs a W&B entity: give entity=NAME (no default entity for this key)")
     report = build_wandb_report(results, ref, entity)
     project = str(ref.options["project"])
     for existing in api.reports(f"{entity}/{project}"):

@@ -1,8 +1,8 @@
-"""nox sessions: tests (fast CPU tier), slow (full recipes on the real data), lint, gpu."""
+"""nox sessions: tests (fast CPU tier), slow (full recipes on the real data), lint, typecheck, gpu."""
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -28,3 +28,10 @@ def gpu(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "normbench", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over normbench/ with the settings in pyproject.toml ([tool.mypy])."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", *session.posargs)

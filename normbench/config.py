@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -311,7 +311,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - hydra/omegaconf raise many classes; show the cause
-        cause = e
+        cause: BaseException = e
         while cause.__cause__ is not None:
             cause = cause.__cause__
         msg = " ".join(str(cause).split()) or type(cause).__name__
@@ -327,14 +327,14 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     type checks as the string '0.5'.
     """
     paths = _interpolation_paths(cfg, ())
-    out = OmegaConf.to_container(cfg, resolve=True)
+    out = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     for path in paths:
         parent = out
         for key in path[:-1]:
             parent = parent[key]
         if isinstance(parent[path[-1]], str):
             parent[path[-1]] = parse_value(parent[path[-1]])
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _interpolation_paths(node: Any, prefix: tuple) -> list[tuple]:
@@ -389,7 +389,7 @@ def resolve_devices(devices: int | str, accelerator: str) -> int:
 
             return max(1, torch.cuda.device_count())
         return 1
-    if devices < 1:
+    if isinstance(devices, str) or devices < 1:
         raise ConfigError(f"trainer.devices must be >= 1 or auto, got {devices!r}")
     return int(devices)
 
@@ -497,7 +497,7 @@ def from_mapping(values: Mapping[str, Any] | DictConfig) -> DictConfig:
     Raises:
         ConfigError: as `load_config`, naming the key and the accepted values.
     """
-    given = to_dict(values) if isinstance(values, DictConfig) else dict(values)
+    given: dict[str, Any] = to_dict(values) if isinstance(values, DictConfig) else dict(values)
     choices, own = [], set()
     for name, section in SECTIONS.items():
         part = given.get(name)

@@ -31,7 +31,7 @@ def config_dirs(search: tuple[Path, ...] = ()) -> list[Path]:
 
 def group_choices(group: str, search: tuple[Path, ...] = ()) -> list[str]:
     """The file names (without .yaml) of config group `group` in the config tree and `search`, sorted."""
-    names = set()
+    names: set[str] = set()
     for root in config_dirs(search):
         folder = root / group
         if folder.is_dir():

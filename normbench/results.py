@@ -22,7 +22,7 @@ import math
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from normbench.errors import RunFault
@@ -84,7 +84,9 @@ def inspect_sqlite(path: Path) -> bool:
         raise as_fault(e, str(path)) or RunFault(f"cannot read {path}: {first_line(e)}") from None
     if check != [("ok",)]:
         detail = "; ".join(str(r[0]) for r in check[:2])
-        raise as_fault(sqlite3.DatabaseError(f"database disk image is malformed: {detail}"), str(path)) from None
+        # as_fault makes a RunFault of every "database disk image is malformed" error
+        raise cast(RunFault, as_fault(sqlite3.DatabaseError(f"database disk image is malformed: {detail}"),
+                                      str(path))) from None
     return "studies" in tables
 
 
@@ -99,7 +101,8 @@ METRIC_PREFIX = "metric."
 
 def split_json(text: str, limit: int = PART_LIMIT) -> list[str]:
     """`text` cut into consecutive parts, each at most `limit` characters once JSON-encoded."""
-    parts, current, size = [], [], 2  # the two quotes
+    parts, size = [], 2  # the two quotes
+    current: list[str] = []
     for ch in text:
         cost = len(json.dumps(ch)) - 2
         if size + cost > limit:
@@ -138,7 +141,7 @@ def stored_summary(user_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
         if not all(isinstance(p, str) for p in parts):
             return None
         try:
-            record = json.loads("".join(parts))
+            record = json.loads("".join(cast(list[str], parts)))  # all str (checked above)
         except ValueError:
             return None
         return record if isinstance(record, dict) else None

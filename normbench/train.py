@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -300,7 +300,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
 
     logger = make_logger(cfg, out_dir, resumed_step) if not fast else False
-    deterministic: bool | str = cfg.trainer.deterministic
+    deterministic: bool | Literal["warn"] = cfg.trainer.deterministic
     if accelerator != "cpu" and deterministic is True:
         deterministic = "warn"
     trainer = L.Trainer(

@@ -58,6 +58,8 @@ def cifar10(root: str | None, download: bool) -> RawSplits:
 
             try_download(CIFAR10, cache, f"CIFAR-10 (looked in {cache})", HINT)
             folder = find_folder(cache)
+            if folder is None:  # downloaded, yet the batches are not where torchvision puts them
+                raise ConfigError(f"CIFAR-10 downloaded into {cache}, but its batches are not there; {HINT}")
     train = [read_batch(folder / b) for b in TRAIN_BATCHES]
     test_x, test_y = read_batch(folder / TEST_BATCH)
     return RawSplits(

@@ -59,7 +59,7 @@ class InMemoryData:
                            max_batches=max_batches)
 
     def to(self, device: torch.device | str) -> InMemoryData:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        moved: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
         return InMemoryData(**moved)
 
 
@@ -96,8 +96,11 @@ class BatchLoader:
                  composition_options: dict[str, Any] | None = None, max_batches: int | float | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        fraction = isinstance(max_batches, float)
-        if fraction and not 0 < max_batches <= 1 or not fraction and max_batches is not None and max_batches < 1:
+        if isinstance(max_batches, float):
+            bad = not 0 < max_batches <= 1
+        else:
+            bad = max_batches is not None and max_batches < 1
+        if bad:
             raise ValueError(f"max_batches must be an integer >= 1, a fraction in (0, 1] or None, got {max_batches}")
         self.max_batches = max_batches
         if not 0 <= rank < world_size:
@@ -117,8 +120,10 @@ class BatchLoader:
             from normbench.data.composition import COMPOSITIONS, check_composition
 
             check_composition(composition, batch_size, self.composition_options.get("classes_per_batch"))
-            self._compose = COMPOSITIONS[composition].batches
-            self._composed = COMPOSITIONS[composition].count(self.y, batch_size, **self.composition_options)
+            chosen = COMPOSITIONS[composition]
+            assert chosen.batches is not None and chosen.count is not None  # every composition but iid has both
+            self._compose = chosen.batches
+            self._composed = chosen.count(self.y, batch_size, **self.composition_options)
 
     @property
     def rank(self) -> int:

@@ -186,9 +186,9 @@ def _x_value(group: ConfigGroup, over: str) -> float | None:
     if over in group.values:
         v = group.values[over]
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-    values = {metric_value(t.summary, over) for t in group.by_seed.values() if t.outcome == "ok"}
-    values.discard(None)
-    return float(np.mean(sorted(values))) if values else None  # type: ignore[arg-type]
+    values = {v for v in (metric_value(t.summary, over) for t in group.by_seed.values() if t.outcome == "ok")
+              if v is not None}
+    return float(np.mean(sorted(values))) if values else None
 
 
 def _means(groups: list[ConfigGroup], metric: str) -> list[tuple[ConfigGroup, float]]:

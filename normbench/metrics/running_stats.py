@@ -38,7 +38,7 @@ import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -144,10 +144,12 @@ class _ChannelMoments:
 
     def _totals(self) -> tuple[torch.Tensor, torch.Tensor]:
         self._fold()
+        assert isinstance(self._t1, torch.Tensor) and isinstance(self._t2, torch.Tensor), "no input added"
         return self._t1 / self._count, self._t2 / self._count
 
     @property
     def mean(self) -> torch.Tensor:
+        assert self.shift is not None, "no input added"
         return self.shift[:, 0].double() + self._totals()[0]
 
     @property
@@ -170,7 +172,7 @@ class _InstanceMoments:
         if x.dim() < 3:
             return False  # normbench's InstanceNorm is a LayerNorm on vectors and never reads its buffers
         var, mean = torch.var_mean(_as_float(x.detach()).flatten(2), dim=2, unbiased=False)
-        if self.mean_sum is None:
+        if self.mean_sum is None or self.var_sum is None:  # the first input (both are set together)
             self.mean_sum = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
             self.var_sum = torch.zeros_like(self.mean_sum)
         self.mean_sum += mean.double().sum(0)
@@ -181,10 +183,12 @@ class _InstanceMoments:
 
     @property
     def mean(self) -> torch.Tensor:
+        assert self.mean_sum is not None, "no input added"
         return self.mean_sum / self.instances
 
     @property
     def var(self) -> torch.Tensor:
+        assert self.var_sum is not None, "no input added"
         return self.var_sum / self.instances
 
 
@@ -310,19 +314,21 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]]) -> 
     rows = []
     for (name, layer), (_, twin) in zip(layers, measured_layers, strict=True):
         stats = pop[name]
-        row: dict[str, Any] = {"layer": name, "channels": int(layer.running_var.numel())}
-        if stats.mean is None:
+        running_var = cast(torch.Tensor, layer.running_var)  # a buffer: nn.Module's typing cannot tell
+        row: dict[str, Any] = {"layer": name, "channels": int(running_var.numel())}
+        if stats.mean is None or stats.var is None:  # both None together
             row.update(dict.fromkeys(FIGURES))
         else:
-            if stats.var.shape != layer.running_var.shape:
-                raise ValueError(f"layer '{name}': running_var has shape {tuple(layer.running_var.shape)} "
+            if stats.var.shape != running_var.shape:
+                raise ValueError(f"layer '{name}': running_var has shape {tuple(running_var.shape)} "
                                  f"but its input has {stats.var.numel()} channels")
             eps = float(getattr(layer, "eps", DEFAULT_EPS))
-            row.update(layer_errors(_running_mean(layer), layer.running_var, stats.mean, stats.var, eps))
+            row.update(layer_errors(_running_mean(layer), running_var, stats.mean, stats.var, eps))
             with torch.no_grad():
-                if _running_mean(twin) is not None:
-                    twin.running_mean.copy_(stats.mean.to(twin.running_mean.dtype))
-                twin.running_var.copy_(stats.var.to(twin.running_var.dtype))
+                twin_mean, twin_var = _running_mean(twin), cast(torch.Tensor, twin.running_var)
+                if twin_mean is not None:
+                    twin_mean.copy_(stats.mean.to(twin_mean.dtype))
+                twin_var.copy_(stats.var.to(twin_var.dtype))
         rows.append(row)
     measured.train(model.training)
     return Calibration(rows, aggregate(rows), measured, samples)

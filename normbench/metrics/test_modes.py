@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -72,8 +72,9 @@ class _Weighing:
     def __init__(self, net: nn.Module, alpha: float) -> None:
         self.alpha = alpha
         self.layers = running_stat_layers(net)
-        self.population = {name: (None if _running_mean(m) is None else _running_mean(m).clone(),
-                                   m.running_var.clone()) for name, m in self.layers}
+        # cast: a buffer, which nn.Module's attribute typing cannot tell from a submodule
+        self.population = {name: (None if (mean := _running_mean(m)) is None else mean.clone(),
+                                   cast(torch.Tensor, m.running_var).clone()) for name, m in self.layers}
         self.per_example = True
         self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in self.layers]
 
@@ -86,13 +87,13 @@ class _Weighing:
             mean, var = mix_moments(m_x.to(v_pop.dtype), v_x.to(v_pop.dtype), m_pop, v_pop, self.alpha)
             if self.per_example:
                 if mean is not None:
-                    module.running_mean.copy_(mean[0])
-                module.running_var.copy_(var[0])
+                    cast(torch.Tensor, module.running_mean).copy_(mean[0])
+                cast(torch.Tensor, module.running_var).copy_(var[0])
                 return None
             eps = float(getattr(module, "eps", DEFAULT_EPS))
             shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
             scale = torch.sqrt((v_pop + eps) / (var + eps)).to(x.dtype).reshape(shape)
-            if mean is None:
+            if mean is None or m_pop is None:  # both None together (a layer without a running mean)
                 return (x * scale, *args[1:])
             centre = m_pop.to(x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
             return (centre + (x - mean.to(x.dtype).reshape(shape)) * scale, *args[1:])
@@ -104,8 +105,8 @@ class _Weighing:
         for name, m in self.layers:
             m_pop, v_pop = self.population[name]
             if m_pop is not None:
-                m.running_mean.copy_(m_pop)
-            m.running_var.copy_(v_pop)
+                cast(torch.Tensor, m.running_mean).copy_(m_pop)
+            cast(torch.Tensor, m.running_var).copy_(v_pop)
 
     def remove(self) -> None:
         for h in self.handles:

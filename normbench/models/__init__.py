@@ -67,7 +67,7 @@ def build_model(
     hook = getattr(model, "init_after_norms", None)
     if hook is not None:
         hook()
-    model.norm_sites = sites  # type: ignore[assignment]
+    model.norm_sites = sites
     return model
 
 

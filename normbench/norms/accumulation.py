@@ -37,6 +37,7 @@ class MomentAccumulator:
         if self.mean is None:
             self.count, self.mean, self.m2 = float(count), mean.clone(), var * count
             return
+        assert self.m2 is not None  # set together with mean
         total = self.count + count
         delta = mean - self.mean
         self.mean = self.mean + delta * (count / total)
@@ -46,6 +47,7 @@ class MomentAccumulator:
     @property
     def var(self) -> torch.Tensor:
         """Biased (population) variance."""
+        assert self.m2 is not None, "no batches added"
         return self.m2 / self.count
 
 
@@ -63,6 +65,7 @@ class AccumulationAwareBatchNorm(BatchNorm):
         self._check_input_dim(x)
         # Micro-batch statistics come out of F.batch_norm itself: with momentum 1 the scratch buffers
         # end up holding the batch mean and unbiased variance, so no second pass over x is needed.
+        assert self.running_mean is not None and self.running_var is not None
         mean = torch.zeros(self.num_features, device=x.device, dtype=self.running_mean.dtype)
         var = torch.ones(self.num_features, device=x.device, dtype=self.running_var.dtype)
         y = F.batch_norm(x, mean, var, self.weight, self.bias, True, 1.0, self.eps)
@@ -84,6 +87,7 @@ class AccumulationAwareBatchNorm(BatchNorm):
         self._pending = MomentAccumulator()
         n = pooled.count
         unbiased = pooled.var * (n / (n - 1))
+        assert self.running_mean is not None and self.running_var is not None  # pooled only when tracking
         m = update_factor(self)
         ema_update_(self.running_mean, pooled.mean, m)
         ema_update_(self.running_var, unbiased, m)

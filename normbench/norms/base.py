@@ -9,6 +9,8 @@ unbiased batch variance.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -27,8 +29,10 @@ def update_factor(layer: nn.Module) -> float:
 
     `layer.momentum`, or 1 / `num_batches_tracked` (after counting this update) when it is None.
     """
-    layer.num_batches_tracked.add_(1)
-    return 1.0 / float(layer.num_batches_tracked) if layer.momentum is None else layer.momentum
+    # nn.Module's attribute typing cannot see a layer's buffer and float attribute: name their types.
+    tracked, momentum = cast(torch.Tensor, layer.num_batches_tracked), cast("float | None", layer.momentum)
+    tracked.add_(1)
+    return 1.0 / float(tracked) if momentum is None else momentum
 
 
 @torch.no_grad()
@@ -43,6 +47,10 @@ class RunningStatsNorm(nn.Module):
     `weight` (ones) and `bias` (zeros) when `affine`; `running_mean`, `running_var` and `num_batches_tracked`
     when `track_running_stats` (else those names hold None).
     """
+
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    num_batches_tracked: torch.Tensor | None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
@@ -66,6 +74,8 @@ class RunningStatsNorm(nn.Module):
 
     def reset_parameters(self) -> None:
         if self.track_running_stats:
+            assert self.running_mean is not None and self.running_var is not None and \
+                self.num_batches_tracked is not None, "track_running_stats layers hold their buffers"
             self.running_mean.zero_()
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()

@@ -70,10 +70,12 @@ class ScratchBatchNorm(RunningStatsNorm):
             var = ((x - mean.reshape(shape)) ** 2).mean(dim=dims)
             if self.training and self.track_running_stats:
                 with torch.no_grad():
+                    assert self.running_mean is not None and self.running_var is not None
                     m = update_factor(self)
                     ema_update_(self.running_mean, mean, m)
                     ema_update_(self.running_var, var * (n / (n - 1)), m)
         else:
+            assert self.running_mean is not None and self.running_var is not None
             mean, var = self.running_mean, self.running_var
         y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
         if self.affine:

@@ -44,6 +44,9 @@ def group_var(x: torch.Tensor, groups: int) -> torch.Tensor:
 class EvoNormB0(nn.Module):
     """EvoNorm-B0: batch variance (running average in eval) against an instance term (module docstring)."""
 
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum

@@ -18,6 +18,11 @@ from normbench.norms.registry import register_norm
 class FrozenBatchNorm(nn.Module):
     """BatchNorm with frozen statistics and affine (module docstring); loads BatchNorm state dicts."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.num_features, self.eps = num_features, eps

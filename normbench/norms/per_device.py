@@ -18,6 +18,8 @@ the whole batch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -70,7 +72,8 @@ class PerDeviceNorm(nn.Module):
             for (i, name), b in start.items():
                 holders[i]._buffers[name] = b.clone()
             outs.append(self.norm(x[j::k]))
-            ends.append({key: holders[key[0]]._buffers[key[1]] for key in start})
+            # The norm's forward replaces its buffers, never removes them: each is a tensor again.
+            ends.append({key: cast(torch.Tensor, holders[key[0]]._buffers[key[1]]) for key in start})
         with torch.no_grad():
             for (i, name), b in start.items():
                 if b.is_floating_point():
@@ -97,12 +100,15 @@ def ghost_batch_norm_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tenso
     running_mean = running_var = None
     factor = 0.0
     if bn.track_running_stats:
+        assert bn.running_mean is not None and bn.running_var is not None  # torch keeps them when tracking
         factor = update_factor(bn)
         running_mean, running_var = bn.running_mean.repeat(k), bn.running_var.repeat(k)
     weight = bn.weight.repeat(k) if bn.affine else None
     bias = bn.bias.repeat(k) if bn.affine else None
     y = F.batch_norm(x.reshape(g, k * c, *x.shape[2:]), running_mean, running_var, weight, bias, True, factor, bn.eps)
     if bn.track_running_stats:
+        assert bn.running_mean is not None and bn.running_var is not None
+        assert running_mean is not None and running_var is not None
         with torch.no_grad():
             bn.running_mean.copy_(running_mean.view(k, c).mean(0))
             bn.running_var.copy_(running_var.view(k, c).mean(0))

@@ -39,6 +39,11 @@ def ramp(step: int, start: int, length: int) -> float:
 class BatchRenorm(BatchNorm):
     """Batch Renormalization with Ioffe's r_max/d_max warm-up schedule (module docstring)."""
 
+    # Always track_running_stats=True, so torch's Optional buffers are always tensors here.
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 0, r_max_ramp_steps: int = 0,
                  d_max_ramp_steps: int = 0):

@@ -104,6 +104,7 @@ class SyncBatchNorm(BatchNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+        assert self.running_mean is not None and self.running_var is not None  # called only when tracking
         m = update_factor(self)
         ema_update_(self.running_mean, mean, m)
         ema_update_(self.running_var, var * (count / (count - 1)), m)

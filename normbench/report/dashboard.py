@@ -106,6 +106,8 @@ def publish_online(results: SweepResults, ref: ReportArgs) -> str:
 
     api = wandb.Api()
     entity = ref.options.get("entity") or api.default_entity
+    if not entity:  # W&B knows no default entity for this key: "None/project" would not name a project
+        raise ConfigError("the online dashboard needs a W&B entity: give entity=NAME (no default entity for this key)")
     from normbench.report.artifact import study_group
 
     report = build_wandb_report(results, ref, entity, study_group(ref))

@@ -82,6 +82,15 @@ class Series:
     starred: list[bool] | None = None  # per point: an extra star (e.g. the default momentum)
     annotations: list[str] | None = None  # per point: a small text label
 
+    def add_point(self, x: float, y: float, low: float | None, high: float | None, n: int) -> None:
+        """Appends a point with its interval to a series made with `low`, `high` and `n` lists."""
+        assert self.low is not None and self.high is not None and self.n is not None
+        self.x.append(x)
+        self.y.append(y)
+        self.low.append(low)
+        self.high.append(high)
+        self.n.append(n)
+
 
 @dataclass
 class Panel:
@@ -201,11 +210,7 @@ def metric_vs_x(results: SweepResults, name: str, title: str, x: str, metric: st
             if not vals:
                 continue
             m, lo, hi, n = mean_interval(vals, scale)
-            s.x.append(float(g.values[x]))
-            s.y.append(m)
-            s.low.append(lo)
-            s.high.append(hi)
-            s.n.append(n)
+            s.add_point(float(g.values[x]), m, lo, hi, n)
         if s.x:
             panel.series.append(s)
             ticks.update(s.x)
@@ -235,11 +240,7 @@ def _epoch_stats(group: ConfigGroup, key: str, fallback: str | None, scale: floa
     s = Series("", [], [], [], [], [])
     for e in epochs:
         m, lo, hi, n = mean_interval([p[e] for p in per_seed], scale)
-        s.x.append(float(e))
-        s.y.append(m)
-        s.low.append(lo)
-        s.high.append(hi)
-        s.n.append(n)
+        s.add_point(float(e), m, lo, hi, n)
     return s
 
 
@@ -294,9 +295,11 @@ def horizon(results: SweepResults, name: str, title: str, metrics: list[str], se
         panel = Panel("EMA horizon in samples = batch / momentum (log scale)", metric_label(metric), xscale="log10")
         for i, (value, groups) in enumerate(ordered):
             label = _label_of({series: value}, [series], labels)
-            line = Series(label, [], [], [], [], [], color=i, starred=[])
+            starred: list[bool] = []
+            hollow: list[bool] = []
+            line = Series(label, [], [], [], [], [], color=i, starred=starred)
             cumulative = Series(f"{label}, cumulative average", [], [], [], [], [], color=i, linestyle="none",
-                                hollow=[])
+                                hollow=hollow)
             momenta = []
             for g in groups:
                 vals = [v for _, v in g.metric_values(metric)]
@@ -309,10 +312,10 @@ def horizon(results: SweepResults, name: str, title: str, metrics: list[str], se
                 for attr, v in (("x", float(np.mean(h))), ("y", m), ("low", lo), ("high", hi), ("n", n)):
                     getattr(target, attr).append(v)
                 if mom is None:
-                    cumulative.hollow.append(True)
+                    hollow.append(True)
                 else:
                     momenta.append(float(mom))
-                    line.starred.append(default_momentum is not None and abs(float(mom) - default_momentum) < 1e-12)
+                    starred.append(default_momentum is not None and abs(float(mom) - default_momentum) < 1e-12)
             order = np.argsort(line.x, kind="stable")
             for attr in ("x", "y", "low", "high", "n", "starred"):
                 setattr(line, attr, [getattr(line, attr)[j] for j in order])
@@ -366,11 +369,7 @@ def dot_plot(results: SweepResults, name: str, title: str, rows: str, groups: st
         for j, r in enumerate(row_names):
             if (r, format_value(c)) in cells:
                 m, lo, hi, n = cells[(r, format_value(c))]
-                s.x.append(float(j + offsets[i]))  # the row position; the metric is y (drawn swapped)
-                s.y.append(m)
-                s.low.append(lo)
-                s.high.append(hi)
-                s.n.append(n)
+                s.add_point(float(j + offsets[i]), m, lo, hi, n)  # x: the row position; the metric is y (drawn swapped)
         panel.series.append(s)
     return _drawn(FigureData(name, title, [panel]))
 
@@ -412,7 +411,7 @@ def draw(data: FigureData):
                 ax.errorbar(y, x, xerr=[y - lo, hi - y], fmt=s.marker, color=color, label=s.label,
                             capsize=2, markersize=5)
                 continue
-            hollow = bool(s.hollow) and all(s.hollow)
+            hollow = bool(s.hollow and all(s.hollow))
             ax.plot(x, y, linestyle=s.linestyle, marker=s.marker, color=color, label=s.label,
                     markersize=8 if hollow else 4, markerfacecolor="white" if hollow else color)
             if s.low is not None and any(v is not None for v in s.low):

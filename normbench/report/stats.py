@@ -200,8 +200,8 @@ def compare_seeds(baseline: Mapping[int, float], other: Mapping[int, float], lev
         return Comparison(mean, low, high, n, PAIRED, p, float(n - 1), n, level)
     a = np.asarray([baseline[s] for s in sorted(baseline)], dtype=np.float64)
     b = np.asarray([other[s] for s in sorted(other)], dtype=np.float64)
-    mean, low, high, p, df = _welch(a, b, level)
-    return Comparison(mean, low, high, len(b), WELCH, p, df, len(a), level)
+    w_mean, w_low, w_high, w_p, w_df = _welch(a, b, level)
+    return Comparison(w_mean, w_low, w_high, len(b), WELCH, w_p, w_df, len(a), level)
 
 
 def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:

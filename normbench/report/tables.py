@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from normbench.errors import ConfigError
 from normbench.files import write_text_atomic
@@ -305,12 +305,12 @@ def _compare_cells(results: SweepResults, columns: list[Column], options: dict[s
                         n=c.n, show_n=not (c.n == len(results.seeds) and c.method == PAIRED),
                         low=None if c.low is None else format_number(c.low, col, signed=True),
                         high=None if c.high is None else format_number(c.high, col, signed=True),
-                        halfwidth=None if c.high is None else format_number((c.high - c.low) / 2, col),
+                        halfwidth=None if c.high is None or c.low is None else format_number((c.high - c.low) / 2, col),
                         method=c.method, n_baseline=c.n_baseline, p_holm=p_holm,
                         significant=p_holm is not None and p_holm <= 1 - level)
     what = ", ".join(f"{labels.get(k, DIM_LABELS.get(k, k))}={v}" for k, v in spec.items())
     header = f"Δ {col.label} vs {what} (± {level * 100:g}% CI)"
-    return header, cells  # type: ignore[return-value] - every None was filled above
+    return header, cast(list[Cell], cells)  # every None was filled above
 
 
 def write_tables(results: SweepResults, options: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -62,7 +62,7 @@ class PostgresAdvisoryLock(StudyLock):
         self.key = int.from_bytes(hashlib.sha1(f"normbench:{study_name}".encode()).digest()[:8], "big", signed=True)
         self._engine = sqlalchemy.create_engine(driver_url(url), pool_size=1, max_overflow=0, pool_pre_ping=True,
                                                 connect_args={"connect_timeout": 10})
-        self._conn = None
+        self._conn: sqlalchemy.engine.Connection | None = None
         # Set by the sweep once its storage is open: taking the lock then waits out a server outage too.
         self.retry = None
 

@@ -21,7 +21,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -223,7 +223,7 @@ class Plan:
                 node = node.get(p, {}) if isinstance(node, dict) else {}
             if isinstance(node, dict):
                 node.pop(parts[-1], None)
-        return cfg
+        return cast(dict[str, Any], cfg)  # a DictConfig's container: string keys
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

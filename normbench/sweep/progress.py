@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,7 +41,7 @@ def count(plan: Plan, trials: list[FrozenTrial]) -> Counts:
     best = None
     if complete:
         pick = max if spec.direction == "maximize" else min
-        best = pick(complete, key=lambda t: t.value)
+        best = pick(complete, key=lambda t: cast(float, t.value))  # not None (filtered above)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished
                  if t.datetime_complete and t.datetime_start]
     return Counts(done=done, total=total, running=sum(t.state == TrialState.RUNNING for t in finals),

@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from normbench.errors import ConfigError
 from normbench.overrides import parse
@@ -109,6 +109,7 @@ class SpaceDim:
         """Values that validation composes: the bounds, or every choice."""
         if self.type == "categorical":
             return list(self.choices)
+        assert self.low is not None and self.high is not None  # a numeric dimension has both bounds
         if self.type == "float":
             return [float(self.low), float(self.high)]
         return [int(self.low), int(self.high)]
@@ -293,6 +294,7 @@ def _parse_space(sweep: str, space: Any) -> list[SpaceDim]:
             if not isinstance(v, number) or isinstance(v, bool):
                 what = "an integer" if kind == "int" else "a number"
                 raise _fail(sweep, f"{where} needs {name} as {what}, got {v!r}")
+        assert low is not None and high is not None  # numbers (checked above)
         if not low < high:
             raise _fail(sweep, f"{where} needs low < high, got low={low}, high={high}")
         if not isinstance(log, bool):
@@ -324,7 +326,7 @@ def _parse_seeds(sweep: str, seeds: Any) -> list[int]:
     return list(seeds)
 
 
-def _check_options(sweep: str, what: str, options: Any, cls: type | None) -> dict[str, Any]:
+def _check_options(sweep: str, what: str, options: Any, cls: type[Any] | None) -> dict[str, Any]:
     """`sampler_options`/`pruner_options`: keyword arguments of the Optuna class, checked by its signature."""
     if options is None:
         return {}
@@ -353,6 +355,10 @@ def pruner_class(name: str):
     return {"none": None, "median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner}[name]
 
 
+@overload
+def _int(sweep: str, key: str, value: Any, minimum: int, allow_none: Literal[False] = False) -> int: ...
+@overload
+def _int(sweep: str, key: str, value: Any, minimum: int, allow_none: bool) -> int | None: ...
 def _int(sweep: str, key: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -491,9 +497,9 @@ def sweep_file(name: str, search: tuple[Path, ...] = ()) -> Path:
                               "configs/sweep/)")
         return path.resolve()
     check_group_choice("sweep", name, search)
-    path = group_file("sweep", name, search)
-    assert path is not None  # check_group_choice found it
-    return path
+    found = group_file("sweep", name, search)
+    assert found is not None  # check_group_choice found it
+    return found
 
 
 def load_spec(name: str, overrides: Mapping[str, Any] | None = None, search: tuple[Path, ...] = ()) -> SweepSpec:

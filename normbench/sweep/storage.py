@@ -57,10 +57,10 @@ def study_exists(url: str, name: str) -> bool:
 
     engine = sqlalchemy.create_engine(driver_url(url), **_engine_kwargs(url))
     try:
-        with engine.connect() as conn:
-            if not sqlalchemy.inspect(conn).has_table("studies"):
+        with engine.connect() as db:
+            if not sqlalchemy.inspect(db).has_table("studies"):
                 return False
-            found = conn.execute(sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": name})
+            found = db.execute(sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": name})
             return found.first() is not None
     finally:
         engine.dispose()

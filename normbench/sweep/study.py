@@ -41,7 +41,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -161,6 +161,7 @@ def fill_missing(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) 
     import copy
 
     out = copy.deepcopy(old)
+    src: Any  # a value in `new`: a nested record, or whatever the key leads to
     for key in keys:
         *parents, leaf = key.split(".")
         src, dst = new, out
@@ -212,8 +213,9 @@ class SweepStudy:
             self.lock.retry = self.retrier.call
         with self.lock:  # also serializes table creation on a fresh database
             self.storage = open_storage(url, self.spec, self.retrier)
+            direction = cast(Literal["maximize", "minimize"], self.spec.direction)  # checked by the spec
             self.study = optuna.create_study(
-                study_name=self.spec.study, storage=self.storage, direction=self.spec.direction,
+                study_name=self.spec.study, storage=self.storage, direction=direction,
                 load_if_exists=True, sampler=make_sampler(self.spec, self.spec.sampler_seed),
                 pruner=make_pruner(self.spec))
             try:

@@ -15,7 +15,7 @@ import lightning as L
 from torch import nn
 
 
-def accumulation_aware_layers(model: nn.Module) -> list[nn.Module]:
+def accumulation_aware_layers(model: nn.Module) -> list[Any]:  # modules, duck-typed (module docstring)
     return [m for m in model.modules() if callable(getattr(m, "commit_running_stats", None))]
 
 
@@ -23,7 +23,7 @@ class AccumulationBoundary(L.Callback):
     """Commits the pooled running statistics of accumulation-aware layers once per optimizer step."""
 
     def __init__(self) -> None:
-        self._layers: list[nn.Module] = []
+        self._layers: list[Any] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._layers = accumulation_aware_layers(pl_module)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -13,6 +13,7 @@ from normbench import record
 from normbench.data import InMemoryData
 from normbench.metrics import evaluate
 from normbench.training.history import EpochHistory, RecordPart
+from normbench.training.module import Classifier
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -126,7 +127,8 @@ class EpochEvaluator(RecordPart):
         self.initial_loss: float | None = None
 
     def _eval(self, module: L.LightningModule, split: str) -> tuple[float, float]:
-        result = evaluate(module.net, self.data.loader(split, self.eval_batch_size, max_batches=self.max_batches))
+        result = evaluate(cast(Classifier, module).net,
+                          self.data.loader(split, self.eval_batch_size, max_batches=self.max_batches))
         return result.loss, result.acc
 
     def state_dict(self) -> dict[str, Any]:
@@ -149,7 +151,7 @@ class EpochEvaluator(RecordPart):
         if history is None:  # pragma: no cover - train() attaches the run's history
             raise RuntimeError("EpochEvaluator needs an EpochHistory (RecordPart.attach) before training")
         epoch = trainer.current_epoch + 1
-        run_loss, run_acc = pl_module.epoch_train_stats()
+        run_loss, run_acc = cast(Classifier, pl_module).epoch_train_stats()
         figures: dict[str, Any] = {"train_loss_running": run_loss, "train_acc_running": run_acc}
         self.initial_loss = getattr(pl_module, "initial_loss", None)
         reason = divergence(run_loss, self.initial_loss)
@@ -175,7 +177,7 @@ class EpochEvaluator(RecordPart):
         history = self.history or EpochHistory()
         out: dict[str, Any] = {"history": history.entries, "diverged_at_epoch": history.diverged_at_epoch,
                                "diverged_reason": history.diverged_reason, "initial_loss": self.initial_loss}
-        final = next((h for h in reversed(history.entries) if "test_acc" in h), {})
+        final: dict[str, Any] = next((h for h in reversed(history.entries) if "test_acc" in h), {})
         for key in FINAL_KEYS:
             if key in final:
                 out[key] = final[key]

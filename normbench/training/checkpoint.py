@@ -99,7 +99,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) of every setting that differs and changes the numbers."""
     a, b = _flat(saved), _flat(current)
-    free = RESUME_FREE
+    free: tuple[str, ...] = RESUME_FREE
     if (b.get("optim.scheduler") or "none") == "none":
         free = (*free, *RUN_LENGTH)
     out = []

@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -60,6 +60,7 @@ from normbench.metrics.running_stats import Calibration, calibrate
 from normbench.metrics.test_modes import weighted_evaluate
 from normbench.run_facts import norm_batch_size, step_batch_size
 from normbench.training.history import RecordPart
+from normbench.training.module import Classifier
 
 CALIBRATION_FILE = "calibration.json"
 # The record fields this callback writes, every one present (null when not measured); train_acc_ema only
@@ -192,7 +193,7 @@ class CalibrationMonitor(RecordPart):
 
     def _measure_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, Any]:
         """Measures, records the epoch in calibration.json and its history record; returns the aggregate."""
-        cal = self.measure(pl_module.net)
+        cal = self.measure(cast(Classifier, pl_module).net)
         left_out = None if cal.model is None else min(self.samples, len(self.data.train_x)) - cal.samples
         figures: dict[str, Any] = {**cal.aggregate, "calib_samples": cal.samples, "calib_left_out": left_out}
         self._last = (trainer.global_step, cal, figures, None)
@@ -205,6 +206,7 @@ class CalibrationMonitor(RecordPart):
         return figures
 
     def _add_precise(self, epoch: int, ema_test_acc: float | None) -> dict[str, Any]:
+        assert self._last is not None  # called after _measure_epoch
         step, cal, figures, precise = self._last
         if precise is None:
             precise = self.precise_test(cal, ema_test_acc)
@@ -243,7 +245,7 @@ class CalibrationMonitor(RecordPart):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch == 0 or self._diverged():
             return
-        net = pl_module.net
+        net = cast(Classifier, pl_module).net
         ema = self._guard("test_ece", evaluate, net, self._test_batches(), False, self.ece_bins)
         ema_acc = ema.acc if ema is not None else self._entry(self._epoch).get("test_acc")
         to_log: dict[str, Any] = {}
@@ -289,6 +291,7 @@ class CalibrationMonitor(RecordPart):
     def _recalibrated(self, cal: Calibration, final: dict[str, Any]) -> dict[str, Any]:
         """The population-statistics model's figures as the run's headline train/test figures."""
         last = self._entry(self._epoch)
+        assert cal.model is not None  # called only with a population-statistics model
         train = evaluate(cal.model, self.data.loader("train", self.eval_batch_size))
         train_loss, train_acc = train.loss, train.acc
         return {"test_acc": final["test_acc_precise"], "test_loss": final["test_loss_precise"],
@@ -303,7 +306,7 @@ class CalibrationMonitor(RecordPart):
         out = {f"{split}_acc_batch": acc, f"{split}_acc_batch_left_out": left_out}
         return {**out, "test_ece_batch": ece} if split == "test" else out
 
-    def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int, float]:
+    def batch_stats_accuracy(self, net: nn.Module, split: str) -> tuple[float, int, float | None]:
         """(accuracy, samples left out, ECE) of `net` on `split` in train mode (batch statistics, training batch)."""
         x, y = self.data.split(split)
         batches = self._train_mode_loader(x, y, shuffle=True)
@@ -316,6 +319,7 @@ class CalibrationMonitor(RecordPart):
         over the whole test set in train-mode batches of the training batch size. `net` has running statistics."""
         batches = self._train_mode_loader(self.data.test_x, self.data.test_y, shuffle=False)
         cal = calibrate(net, batches)
+        assert cal.model is not None  # `net` has running statistics
         scores = evaluate(cal.model, self._test_batches(), ece_bins=self.ece_bins)
         return {"test_acc_adabn": scores.acc, "test_ece_adabn": scores.ece, "adabn_left_out": batches.left_out}
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 
 class Classifier(L.LightningModule):
@@ -22,10 +24,13 @@ class Classifier(L.LightningModule):
     (benchmarks/throughput.py). The arithmetic is the automatic loop's, in the same order, so the numbers are
     identical: each micro-batch's loss is divided by `accumulate_grad_batches`, the optimizer steps after
     every `accumulate_grad_batches` micro-batches and after the epoch's last one (a shorter final window, as
-    Lightning does), gradients are clipped by norm to `gradient_clip_val` before a step, and an epoch-interval
+    Lightning does), gradients are clipped by norm to `gradient_clip_val` in `on_before_optimizer_step` (after
+    mixed precision unscaled them), and an epoch-interval
     learning-rate scheduler steps at the end of each epoch. `LightningOptimizer.step` keeps the optimizer-step
     count (`trainer.global_step`, `max_steps`) and the `on_before_optimizer_step` hooks.
     """
+
+    _train_forward: nn.Module  # set in __init__ through __dict__ (below)
 
     def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None,
                  accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
@@ -59,6 +64,7 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         if self.initial_loss is None:
             self.initial_loss = float(loss.detach())  # one host sync, at the first step only
+        assert self._sums is not None  # set by on_train_epoch_start
         with torch.no_grad():
             n = y.numel()
             self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double()])
@@ -68,17 +74,22 @@ class Classifier(L.LightningModule):
 
     def _optimize(self, loss: torch.Tensor, batch_idx: int) -> None:
         k = self.accumulate_grad_batches
-        opt = self.optimizers()
+        opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
         self.manual_backward(loss / k if k > 1 else loss)
         if (batch_idx + 1) % k and batch_idx + 1 != self.trainer.num_training_batches:
             return  # inside an accumulation window
-        if self.gradient_clip_val is not None:
-            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-        opt.step()
+        opt.step()  # clips in on_before_optimizer_step
         opt.zero_grad(set_to_none=True)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Here, not before opt.step(): mixed precision unscales the gradients inside step, just before this
+        # hook, so the clipping sees true gradients (as in Lightning's automatic loop, which clips at this point,
+        # after the callbacks' hooks).
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
+        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one, epoch interval
         if scheduler is not None:
             scheduler.step()
 
@@ -117,7 +128,8 @@ def compiled_forward(net: nn.Module, mode: str) -> nn.Module:
     shape (a trailing partial batch compiles its own instead of making every step's graph dynamic). Torch
     reuses the compiled code for another instance of the same model in the same process, so a sweep worker
     compiles once per model and shape, not once per trial."""
-    return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
+    # torch.compile's stub returns a plain callable; given a module it returns one (an OptimizedModule).
+    return cast(nn.Module, torch.compile(net, mode=None if mode == "default" else mode, dynamic=False))
 
 
 def norm_decay(weight_decay: float, norm_weight_decay: float | None) -> float:

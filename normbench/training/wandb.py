@@ -170,7 +170,7 @@ def log_run_end(logger: WandbLogger, summary: dict[str, Any], out_dir: Path) -> 
                       stacklevel=2)
         rows = None
     if rows:
-        run.log({"calibration/layers": wandb.Table(columns=CALIBRATION_COLUMNS, data=rows)})
+        run.log({"calibration/layers": wandb.Table(columns=list(CALIBRATION_COLUMNS), data=rows)})  # a list[str | int]
     offline_dir = Path(run.settings.sync_dir) if run.settings.mode in ("offline", "dryrun") else None
     quiet = run.job_type == SWEEP_TRIAL
     run.finish(exit_code=0)  # a diverged run is a result, not a crash: its status is in the summary

@@ -15,7 +15,7 @@ from normbench.config import group_choices, load_config
 from normbench.errors import ConfigError
 from normbench.sweep import config_id, load_spec, make_plan, point_key
 from normbench.sweep.plan import format_value
-from normbench.sweep.spec import parse_spec, split_args
+from normbench.sweep.spec import SPEC_KEYS, parse_spec, split_args
 from tests.sweep_support import TINY_BASE, TINY_GRID, SweepHome
 
 
@@ -40,7 +40,7 @@ SEARCH = {"sampler": "tpe", "n_configs": 3, "space": {"optim.lr": {"type": "floa
     ({"grid": {"model": "all", "optim.lr": "all"}}, r"grid 'optim.lr': 'all' only works for a registry group"),
     ({"seeds": []}, r"seeds must be a non-empty list"),
     ({"seeds": [0, 0]}, r"seeds lists a seed twice"),
-    ({"sampler": "grid-search"}, r"sampler 'grid-search' is not accepted; accepted: grid, tpe, random"),
+    ({"sampler": "grid-search"}, r"sampler must be one of grid, tpe, random; got 'grid-search'"),
     ({**GRID, "space": SEARCH["space"]}, r"sampler grid takes no space"),
     ({"sampler": "tpe", "space": SEARCH["space"]}, r"sampler tpe needs n_configs"),
     ({"sampler": "tpe", "n_configs": 2}, r"sampler tpe needs a space of distributions"),
@@ -65,7 +65,7 @@ SEARCH = {"sampler": "tpe", "n_configs": 3, "space": {"optim.lr": {"type": "floa
      r"'data.batch_size' is swept twice"),
     ({**GRID, "lr_scaling": {"base": 256}}, r"lr_scaling takes exactly base_batch_size"),
     ({**GRID, "storage": "not a url"}, r"storage 'not a url' is not a database URL"),
-    ({**GRID, "n_workers": 0}, r"n_workers must be an integer >= 1, got 0"),
+    ({**GRID, "n_workers": 0}, r"n_workers must be >= 1, got 0"),
     ({**GRID, "heartbeat_interval": 5, "grace_period": 5}, r"grace_period \(5\) must exceed heartbeat_interval"),
     ({**GRID, "table": ["test_acc"]}, r"table must be a mapping"),
 ])
@@ -249,3 +249,18 @@ def test_shipped_table_and_report_sections_are_accepted_by_the_report_commands(n
     table = parse_report_args([f"sweep={name}"], "table", "table", TABLE_OPTIONS)
     assert table.options["columns"] == load_spec(name).table["columns"]
     parse_report_args([f"sweep={name}"], "plot", "report", REPORT_OPTIONS)
+
+
+def test_sweep_settings_are_declared_once_in_the_schema():
+    """A sweep file's plain settings come from one schema (normbench.schema): its defaults are the spec's, its
+    type errors are the run config's."""
+    from normbench import schema
+    from normbench.sweep.spec import SETTING_KEYS, SweepSettings
+
+    spec = parse_spec("s", {"grid": {"norm": ["bn"]}})
+    for key, default in schema.defaults(SweepSettings).items():
+        assert getattr(spec, key) == default, key
+    assert set(SETTING_KEYS) < set(SPEC_KEYS)
+    with pytest.raises(ConfigError, match=r"sweep s: max_trials must be an integer or null, got 'many'"):
+        parse_spec("s", {"grid": {"norm": ["bn"]}, "max_trials": "many"})
+    assert parse_spec("s", {"grid": {"norm": ["bn"]}, "pruner": None}).pruner == "none"

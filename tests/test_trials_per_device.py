@@ -29,7 +29,7 @@ def test_trials_per_device_is_a_checked_sweep_setting():
     base = {"grid": {"norm": ["bn"]}}
     assert parse_spec("s", {**base, "trials_per_device": 4}).trials_per_device == 4
     assert parse_spec("s", base).trials_per_device is None
-    with pytest.raises(ConfigError, match="trials_per_device must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"trials_per_device must be >= 1 or null, got 0"):
         parse_spec("s", {**base, "trials_per_device": 0})
 
 

@@ -36,12 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from normbench import schema
 from normbench.errors import ConfigError
 from normbench.overrides import parse
+from normbench.schema import option
 
-SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
-DIRECTIONS = ("maximize", "minimize")
 DIST_TYPES = ("float", "int", "categorical")
 ALL = "all"  # grid value meaning every registered name of a registry group (norm: all)
 
@@ -116,36 +115,48 @@ class SpaceDim:
 
 
 @dataclass
-class SweepSpec:
+class SweepSettings:
+    """The plain settings of a sweep file (also `sweep.<key>=...` on the command line), declared once and checked
+    by the run config's schema mechanism (normbench.schema): type, range, default, one-line errors. The
+    structured parts (base, grid, space, seeds, the Optuna options, lr_scaling, storage, table, report) have
+    their own parsers below."""
+
+    description: str | None = None
+    # The Optuna study and the folder `<results_dir>/<study>/` (null: the sweep's name; see `SweepSpec.study`)
+    study_name: str | None = None
+    sampler: Literal["grid", "tpe", "random"] = "grid"
+    sampler_seed: int = option(0, low=0)
+    n_configs: int | None = option(None, low=1)
+    objective: str = "val_acc"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    n_workers: int = option(1, low=1)
+    # GPUs: worker k runs on CUDA device (k // trials_per_device) (one small trial cannot fill a GPU);
+    # null: every worker sees every device. No effect on a machine without CUDA.
+    trials_per_device: int | None = option(None, low=1)
+    max_trials: int | None = option(None, low=1)
+    heartbeat_interval: int = option(10, low=1)
+    grace_period: int | None = option(None, low=1)
+    storage_patience: int = option(300, low=1)  # seconds a storage operation keeps retrying through an outage
+
+
+SETTING_KEYS = tuple(schema.keys(SweepSettings))
+
+
+@dataclass(kw_only=True)
+class SweepSpec(SweepSettings):
     """A validated sweep file (plus `sweep.<key>=...` overrides from the command line)."""
 
     name: str
     path: str
-    description: str | None = None
-    # The Optuna study and the folder `<results_dir>/<study>/` (null: the sweep's name; see `study`)
-    study_name: str | None = None
     base: dict[str, Any] = field(default_factory=dict)
     grid: list[Dimension] = field(default_factory=list)
     space: list[SpaceDim] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
-    sampler: str = "grid"
     sampler_options: dict[str, Any] = field(default_factory=dict)
-    sampler_seed: int = 0
-    n_configs: int | None = None
-    objective: str = "val_acc"
-    direction: str = "maximize"
-    pruner: str = "none"
     pruner_options: dict[str, Any] = field(default_factory=dict)
     lr_scaling: dict[str, Any] | None = None
     storage: str | None = None
-    n_workers: int = 1
-    # GPUs: worker k runs on CUDA device (k // trials_per_device) (one small trial cannot fill a GPU);
-    # null: every worker sees every device. No effect on a machine without CUDA.
-    trials_per_device: int | None = None
-    max_trials: int | None = None
-    heartbeat_interval: int = 10
-    grace_period: int | None = None
-    storage_patience: int = 300  # seconds a storage operation keeps retrying through an outage
     table: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
 
@@ -367,12 +378,6 @@ def _int(sweep: str, key: str, value: Any, minimum: int, allow_none: bool = Fals
     return value
 
 
-def _choice(sweep: str, key: str, value: Any, accepted: tuple[str, ...]) -> str:
-    if value not in accepted:
-        raise _fail(sweep, f"{key} {value!r} is not accepted; accepted: {', '.join(accepted)}")
-    return value
-
-
 def _mapping(sweep: str, key: str, value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -388,12 +393,18 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
     for key in raw:
         if key not in SPEC_KEYS:
             raise _fail(name, f"unknown key '{key}'; accepted: {', '.join(SPEC_KEYS)}")
-    spec = SweepSpec(name=name, path=path)
-    spec.description = raw.get("description")
-    study_name = raw.get("study_name")
-    if study_name is not None and (not isinstance(study_name, str) or not STUDY_NAME_RE.match(study_name)):
-        raise _fail(name, f"study_name must be a folder name (letters, digits, _ . -), got {study_name!r}")
-    spec.study_name = study_name
+    given = {k: v for k, v in raw.items() if k in SETTING_KEYS}
+    if "pruner" in given:  # `pruner: null` and `Median` as in the YAML files written so far
+        given["pruner"] = str(given["pruner"]).lower() if given["pruner"] is not None else "none"
+    try:
+        settings = schema.check(given, SweepSettings)
+    except ConfigError as e:
+        raise _fail(name, str(e)) from None
+    spec = SweepSpec(name=name, path=path, **settings)
+    if spec.study_name is not None and not STUDY_NAME_RE.match(spec.study_name):
+        raise _fail(name, f"study_name must be a folder name (letters, digits, _ . -), got {spec.study_name!r}")
+    if not spec.objective:
+        raise _fail(name, "objective must be the name of a summary.json field (e.g. val_acc), got ''")
     base = _mapping(name, "base", raw.get("base")) or {}
     for k in base:
         if not isinstance(k, str) or not _KEY_RE.match(k):
@@ -404,16 +415,8 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
     spec.grid = _parse_grid(name, raw.get("grid"))
     spec.space = _parse_space(name, raw.get("space"))
     spec.seeds = _parse_seeds(name, raw.get("seeds", [0]))
-    spec.sampler = _choice(name, "sampler", raw.get("sampler", "grid"), SAMPLERS)
-    spec.sampler_seed = _int(name, "sampler_seed", raw.get("sampler_seed", 0), 0)
     spec.sampler_options = _check_options(name, "sampler_options", raw.get("sampler_options"),
                                           sampler_class(spec.sampler))
-    spec.n_configs = _int(name, "n_configs", raw.get("n_configs"), 1, allow_none=True)
-    spec.objective = raw.get("objective", "val_acc")
-    if not isinstance(spec.objective, str) or not spec.objective:
-        raise _fail(name, f"objective must be the name of a summary.json field (e.g. val_acc), got {spec.objective!r}")
-    spec.direction = _choice(name, "direction", raw.get("direction", "maximize"), DIRECTIONS)
-    spec.pruner = _choice(name, "pruner", str(raw.get("pruner", "none")).lower(), PRUNERS)
     spec.pruner_options = _check_options(name, "pruner_options", raw.get("pruner_options"), pruner_class(spec.pruner))
     lr = _mapping(name, "lr_scaling", raw.get("lr_scaling"))
     if lr is not None:
@@ -426,12 +429,6 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
     if storage is not None:
         _check_storage_url(name, storage)
     spec.storage = storage
-    spec.n_workers = _int(name, "n_workers", raw.get("n_workers", 1), 1)
-    spec.trials_per_device = _int(name, "trials_per_device", raw.get("trials_per_device"), 1, allow_none=True)
-    spec.max_trials = _int(name, "max_trials", raw.get("max_trials"), 1, allow_none=True)
-    spec.heartbeat_interval = _int(name, "heartbeat_interval", raw.get("heartbeat_interval", 10), 1)
-    spec.grace_period = _int(name, "grace_period", raw.get("grace_period"), 1, allow_none=True)
-    spec.storage_patience = _int(name, "storage_patience", raw.get("storage_patience", 300), 1)
     spec.table = _mapping(name, "table", raw.get("table"))
     spec.report = _mapping(name, "report", raw.get("report"))
     _check_consistency(spec)

@@ -29,6 +29,9 @@ class AutomaticClassifier(Classifier):
     def on_train_epoch_end(self) -> None:  # Lightning steps the scheduler itself
         pass
 
+    def on_before_optimizer_step(self, optimizer) -> None:  # Lightning clips itself (Trainer's gradient_clip_val)
+        pass
+
 
 def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2) -> tuple[dict[str, torch.Tensor], int]:
     quiet_lightning()

@@ -30,7 +30,6 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 NORMS = ("bn", "gn")
 BATCHES = (2, 8, 32, 256)
@@ -61,6 +60,7 @@ objective: test_acc
 
 def bare_trial(data, norm: str, batch_size: int, eval_batch_size: int) -> float:
     """Seconds of one trial's work done by hand: an epoch of steps, then eval passes over train and test."""
+    from benchmarks.calibration_cost import train_epoch
     from normbench.metrics import evaluate
     from normbench.models import build_model
 
@@ -68,15 +68,7 @@ def bare_trial(data, norm: str, batch_size: int, eval_batch_size: int) -> float:
     torch.manual_seed(0)
     net = build_model("lenet", norm, 10, data.in_channels, data.image_size)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
-    x, y = data.train_x, data.train_y
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    net.train()
-    for i in range(len(x) // batch_size):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
-        loss = F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_epoch(net, opt, data.train_x, data.train_y, batch_size, torch.Generator().manual_seed(0))
     for split in ("train", "test"):
         evaluate(net, data.loader(split, eval_batch_size))
     return time.perf_counter() - t0

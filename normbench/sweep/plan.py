@@ -226,20 +226,11 @@ class Plan:
         return cast(dict[str, Any], cfg)  # a DictConfig's container: string keys
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every flattened key that differs."""
-    a, b = _flatten(old), _flatten(new)
+    from normbench.config import flatten
+
+    a, b = flatten(old), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

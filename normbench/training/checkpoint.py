@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from normbench.config import flatten
 from normbench.errors import ConfigError
 
 LAST = "last.ckpt"
@@ -85,20 +86,9 @@ def nothing_left(epochs_done: int | None, step: int | None, max_epochs: int, max
     return epochs_done is not None and epochs_done >= max_epochs
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) of every setting that differs and changes the numbers."""
-    a, b = _flat(saved), _flat(current)
+    a, b = flatten(saved), flatten(current)
     free: tuple[str, ...] = RESUME_FREE
     if (b.get("optim.scheduler") or "none") == "none":
         free = (*free, *RUN_LENGTH)

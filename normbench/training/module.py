@@ -142,7 +142,8 @@ def plain_backward(trainer: L.Trainer, module: L.LightningModule) -> bool:
 
     if not isinstance(trainer.strategy, SingleDeviceStrategy) or type(trainer.precision_plugin) is not Precision:
         return False
-    hooked = [module, *trainer.callbacks]
+    # Trainer.callbacks is set by Lightning's callback connector, not declared on the class
+    hooked = [module, *trainer.callbacks]  # type: ignore[attr-defined]
     return not any(_overrides(obj, h) for obj in hooked for h in _BACKWARD_HOOKS)
 
 

@@ -525,18 +525,6 @@ def _merged(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config mapping as dotted keys (`{"optim": {"lr": 1}}` -> `{"optim.lr": 1}`); empty mappings stay."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def to_dict(cfg: DictConfig | dict) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[return-value]
 

@@ -157,3 +157,14 @@ def format_value(value: Any) -> str:
         return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"value {value!r} of type {type(value).__name__} cannot be passed as an override")
 
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted keys (`{"optim": {"lr": 1}}` -> `{"optim.lr": 1}`); empty mappings stay."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

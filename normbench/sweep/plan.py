@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench import record
 from normbench.errors import ConfigError
-from normbench.overrides import format_value
+from normbench.overrides import flatten, format_value
 from normbench.sweep.spec import SweepSpec
 
 _NAME_RE = re.compile(r"^[\w.-]+$")
@@ -228,8 +228,6 @@ class Plan:
 
 def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every flattened key that differs."""
-    from normbench.config import flatten
-
     a, b = flatten(old), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 

@@ -26,8 +26,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from normbench.config import flatten
 from normbench.errors import ConfigError
+from normbench.overrides import flatten
 
 LAST = "last.ckpt"
 # Settings a resumed run may change: where and how it reports, not what it computes.

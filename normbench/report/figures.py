@@ -341,7 +341,8 @@ def dot_plot(results: SweepResults, name: str, title: str, rows: str, groups: st
     for key in (rows, groups):
         if key not in results.dims:
             return Figure(name, title, skipped=f"'{results.sweep}' does not sweep {key}")
-    scale, _ = _y_scale(metric)
+    scale, unit = _y_scale(metric)
+    bounded = unit == " (%)"  # accuracies and errors: 0-100 %
     cells: dict[tuple[str, str], tuple[float, float | None, float | None, int]] = {}
     row_names: list[str] = []
     group_values: list[Any] = []
@@ -369,6 +370,8 @@ def dot_plot(results: SweepResults, name: str, title: str, rows: str, groups: st
         for j, r in enumerate(row_names):
             if (r, format_value(c)) in cells:
                 m, lo, hi, n = cells[(r, format_value(c))]
+                if bounded:  # a t-interval of a bimodal few-seed sample can pass 0 or 100 %: drawn to the bound
+                    lo, hi = (None if lo is None else max(lo, 0.0)), (None if hi is None else min(hi, 100.0))
                 s.add_point(float(j + offsets[i]), m, lo, hi, n)  # x: the row position; the metric is y (drawn swapped)
         panel.series.append(s)
     return _drawn(FigureData(name, title, [panel]))

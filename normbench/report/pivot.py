@@ -205,5 +205,5 @@ def _row_options(cell_group: dict[tuple[str, str], ConfigGroup], rows_keys: list
                 continue
             rows.setdefault(r, {})[d] = format_value(g.values[d])
     for r, opts in rows.items():
-        lines.append(f"{r}: " + ", ".join(f"{labels.get(k, k)}={v}" for k, v in opts.items()) + ".")
+        lines.append(f"options of {r}: " + ", ".join(f"{labels.get(k, k)}={v}" for k, v in opts.items()))
     return lines

@@ -7,7 +7,9 @@ first epoch included (what a run's `examples_per_sec` reports; evaluation exclud
     bare            shuffle, index_select, forward, backward, step: the floor
     lightning       a minimal LightningModule (no callbacks, no logger) on the same batches, optimizer steps
                     written out: what Lightning's per-batch loop itself costs
-    normbench       `train(cfg)`: its `examples_per_sec`
+    normbench       `train(cfg)`: its `examples_per_sec` (default trainer.chunk_steps=auto: several optimizer
+                    steps per Lightning batch, normbench.training.chunks)
+    unchunked       `train(cfg)` with trainer.chunk_steps=1: one optimizer step per Lightning batch
     compiled        `train(cfg)` with trainer.compile=true: the steady-state rate (the steps during which
                     torch compiled are reported apart as compile_s; compiled once per process and shape)
 
@@ -97,11 +99,12 @@ def lightning_loop(data: InMemoryData, batch_size: int, seed: int) -> float:
     return len(loader) * batch_size / clock.seconds
 
 
-def normbench_run(args: argparse.Namespace, batch_size: int, out_dir: str, compiled: bool) -> dict:
+def normbench_run(args: argparse.Namespace, batch_size: int, out_dir: str, compiled: bool,
+                  chunk_steps: str = "auto") -> dict:
     overrides = [f"data={args.data}", f"data.batch_size={batch_size}", "trainer.max_epochs=1", f"optim.lr={LR}",
                  "trainer.accelerator=cpu", "trainer.progress_bar=false", "data.drop_last=true",
                  f"trainer.threads={torch.get_num_threads()}", f"seed={args.seed}", f"out_dir={out_dir}",
-                 f"trainer.compile={str(compiled).lower()}"]
+                 f"trainer.compile={str(compiled).lower()}", f"trainer.chunk_steps={chunk_steps}"]
     if args.train_subset:  # synthetic data are generated at the requested size instead of subsetted
         key = "data.num_train" if args.data == "synthetic" else "data.train_subset"
         overrides.append(f"{key}={args.train_subset}")
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data("synthetic", num_train=args.train_subset)
     else:
         data = load_data(args.data, train_subset=args.train_subset)
-    paths = ["bare", "lightning", "normbench"] + ([] if args.no_compile else ["compiled"])
+    paths = ["bare", "lightning", "unchunked", "normbench"] + ([] if args.no_compile else ["compiled"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for bs in (int(b) for b in args.batch_sizes.split(",")):
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeats):
                 rates["bare"].append(bare_loop(data.train_x, data.train_y, bs, args.seed))
                 rates["lightning"].append(lightning_loop(data, bs, args.seed))
+                rates["unchunked"].append(
+                    normbench_run(args, bs, f"{tmp}/u{bs}-{rep}", False, chunk_steps="1")["examples_per_sec"])
                 rates["normbench"].append(normbench_run(args, bs, f"{tmp}/e{bs}-{rep}", False)["examples_per_sec"])
                 if not args.no_compile:
                     s = normbench_run(args, bs, f"{tmp}/c{bs}-{rep}", True)
@@ -148,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"device: cpu ({args.threads} thread(s)), data: {args.data} ({len(data.train_x)} train), 1 epoch "
           f"(the first) x {args.repeats} repeats, median examples/s; ratios to the bare loop")
-    head = "| batch | bare ex/s | lightning | normbench | " + ("compiled | compile s |" if "compiled" in paths else "")
+    head = "| batch | bare ex/s | lightning | unchunked | normbench | "
+    head += "compiled | compile s |" if "compiled" in paths else ""
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for bs, med, cs in rows:

@@ -118,6 +118,10 @@ class TrainerSchema:
     # torch.compile the model's training forward (and so its backward); evaluation passes stay eager
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # optimizer steps per Lightning batch (normbench.training.chunks): Lightning's per-batch cost is paid once
+    # per chunk; the steps and their numbers are those of one step per batch. auto: chunks of about 4,096
+    # samples, 1 to 32 steps (1 with several devices)
+    chunk_steps: int | Literal["auto"] = "auto"
 
 
 LoggerName = Literal["none", "csv", "wandb", "tensorboard"]
@@ -404,12 +408,26 @@ def check_run_length(trainer: dict[str, Any]) -> None:
                           f"in (0, 1] or null, got {limit!r}")
 
 
+def check_chunk_steps(trainer: dict[str, Any]) -> None:
+    """`trainer.chunk_steps`: auto, or an integer >= 1; more than 1 only on one device."""
+    steps = trainer["chunk_steps"]
+    if steps == "auto":
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"trainer.chunk_steps must be an integer >= 1 or auto, got {steps!r}")
+    devices = trainer["devices"]
+    if steps > 1 and devices != 1:
+        raise ConfigError(f"trainer.chunk_steps={steps} needs trainer.devices=1 (a data-parallel strategy expects "
+                          f"one backward pass per forward call), got devices={devices}; accepted: 1 or auto")
+
+
 def check_semantics(cfg: dict[str, Any]) -> None:
     """What the schemas cannot say (their types and ranges are checked): the strategy, the dataset's own
     options and sizes, the norm's options and its batches, devices."""
     data, trainer = cfg["data"], cfg["trainer"]
     check_strategy(trainer["strategy"])
     check_run_length(trainer)
+    check_chunk_steps(trainer)
     if "tensorboard" in logger_names(cfg["logger"]):
         from normbench.training.tensorboard import check_tensorboard
 

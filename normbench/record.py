@@ -176,6 +176,8 @@ FIELDS: tuple[Field, ...] = (
     _f("train_left_out", "integer", SAMPLES, "training samples no batch of an epoch holds", "train"),
     _f("train_batches", "integer", COUNT, "training batches per epoch (per device), after trainer.limit_train_batches "
        "or fast_dev_run", "train"),
+    _f("chunk_steps", "integer", COUNT, "optimizer steps per Lightning batch (trainer.chunk_steps resolved; "
+       "normbench.training.chunks)", "train"),
     _f("max_steps", "integer", COUNT, "trainer.max_steps: the optimizer-step limit (null: none)", "train"),
     _f("fast_dev_run", "boolean", NONE, "trainer.fast_dev_run: one batch of training and of each eval split, no "
        "measurements after epochs (a smoke test, not a result)", "train"),

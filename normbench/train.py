@@ -45,6 +45,7 @@ from normbench.training.checkpoint import (
     resolve_ckpt_path,
     resume_problem,
 )
+from normbench.training.chunks import StepChunks, chunk_steps
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.measurements import failure_reason, measurement_callbacks
 from normbench.training.module import norm_decay
@@ -294,10 +295,12 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
                                composition=composition, composition_options=composition_options,
                                max_batches=train_batch_limit(cfg.trainer))
     all_callbacks.append(LoaderState(train_loader))
+    steps_per_chunk = chunk_steps(cfg.trainer.chunk_steps, cfg.trainer.devices, bs)
+    chunks = StepChunks(train_loader, steps_per_chunk)
     if cfg.trainer.progress_bar and not epoch_lines:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
-        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(chunks) // 20)))
 
     logger = make_logger(cfg, out_dir, resumed_step) if not fast else False
     deterministic: bool | Literal["warn"] = cfg.trainer.deterministic
@@ -329,7 +332,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     logger_closed = False
     try:
         with shared_run_dir(out_dir, cfg.trainer.devices):
-            trainer.fit(module, train_dataloaders=train_loader, ckpt_path=ckpt_path and str(ckpt_path))
+            trainer.fit(module, train_dataloaders=chunks, ckpt_path=ckpt_path and str(ckpt_path))
     except Exception as e:
         close_logger(logger, failed=True)
         if not trained.done:
@@ -363,6 +366,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "batch_composition": composition,
         "classes_per_batch": cfg.data.classes_per_batch,
         "train_left_out": train_loader.left_out,  # training samples no batch of an epoch holds
+        "chunk_steps": steps_per_chunk,
         "train_batches": len(train_loader),  # per epoch (per device), after limit_train_batches / fast_dev_run
         "max_steps": cfg.trainer.max_steps,
         "fast_dev_run": fast,

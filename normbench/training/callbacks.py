@@ -12,6 +12,7 @@ import torch
 from normbench import record
 from normbench.data import InMemoryData
 from normbench.metrics import evaluate
+from normbench.training.chunks import batches_of
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.module import Classifier
 
@@ -28,9 +29,10 @@ class ThroughputMonitor(RecordPart):
     includes batch fetching and Lightning's loop overhead but not the end-of-epoch evaluation. Put it
     first in the callback list so its epoch-end hook runs before the evaluators'.
 
-    With `compiled=True` each step is also timed on its own, and a step during which torch compiled (its
-    compilation-event count grew) is counted in `compile_s` / `compile_steps` and left out of
-    `examples_per_sec`: the compile time is reported separately from the steady-state rate.
+    With `compiled=True` each Lightning batch (a chunk of steps, `normbench.training.chunks`) is also timed on
+    its own, and a batch during which torch compiled (its compilation-event count grew) is counted in
+    `compile_s` / `compile_steps` (all the chunk's steps) and left out of `examples_per_sec`: the compile
+    time is reported separately from the steady-state rate.
     """
 
     def __init__(self, compiled: bool = False) -> None:
@@ -54,12 +56,13 @@ class ThroughputMonitor(RecordPart):
             self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = int(batch[1].shape[0])
+        n = getattr(pl_module, "last_batch_examples", None)  # a chunk's steps can stop early (max_steps)
+        n = int(n if n is not None else sum(y.shape[0] for _, y in batches_of(batch)))
         self.examples += n
         if self.compiled and compile_events() != self._events:
             _sync(pl_module)
             self.compile_s += time.perf_counter() - self._step_start
-            self.compile_steps += 1
+            self.compile_steps += len(batches_of(batch))
             self.compile_examples += n
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -11,6 +11,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from normbench.training.chunks import batches_of
+
 
 class Classifier(L.LightningModule):
     """Trains `net` with the optimizer described by `optim` (normbench's optim config section).
@@ -26,8 +28,12 @@ class Classifier(L.LightningModule):
     every `accumulate_grad_batches` micro-batches and after the epoch's last one (a shorter final window, as
     Lightning does), gradients are clipped by norm to `gradient_clip_val` in `on_before_optimizer_step` (after
     mixed precision unscaled them), and an epoch-interval
-    learning-rate scheduler steps at the end of each epoch. `LightningOptimizer.step` keeps the optimizer-step
-    count (`trainer.global_step`, `max_steps`) and the `on_before_optimizer_step` hooks.
+    learning-rate scheduler steps at the end of each epoch. The optimizer-step count (`trainer.global_step`,
+    `max_steps`) and the `on_before_optimizer_step` hooks are Lightning's (`LightningOptimizer.step`, or
+    `DirectStep` where that is the same step without the dispatch).
+
+    A Lightning batch may be a chunk of several consecutive batches (`normbench.training.chunks`): each gets
+    its own step, as if Lightning had handed them one by one, and Lightning's per-batch cost is paid once.
     """
 
     _train_forward: nn.Module  # set in __init__ through __dict__ (below)
@@ -43,6 +49,7 @@ class Classifier(L.LightningModule):
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val or None
         self._plain_backward = False  # decided when fitting starts (plain_backward)
+        self._direct: DirectStep | None = None  # decided when fitting starts (DirectStep.setup)
         # The training forward through torch.compile (None: eager). Kept out of the module's children so the
         # state dict has no second copy of the weights; evaluation passes call `self.net` eagerly.
         self.__dict__["_train_forward"] = compiled_forward(net, compile_mode) if compile_mode else net
@@ -51,6 +58,9 @@ class Classifier(L.LightningModule):
         self._sums: torch.Tensor | None = None  # loss sum, correct predictions (on the device)
         self._count = 0
         self.initial_loss: float | None = None  # the first batch's loss, before any update (divergence rule)
+        self._micro = 0  # the epoch's training batches so far (micro-batches under accumulation)
+        self._micro_total = 0  # and per epoch
+        self.last_batch_examples = 0  # training examples of the last Lightning batch (a chunk: all its batches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -58,31 +68,56 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         self._count = 0
+        self._micro = 0
+        loader = self.trainer.train_dataloader
+        self._micro_total = int(getattr(loader, "micro_batches", self.trainer.num_training_batches))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits = self._train_forward(x)
-        loss = F.cross_entropy(logits, y)
-        if self.initial_loss is None:
-            self.initial_loss = float(loss.detach())  # one host sync, at the first step only
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """One optimizer step (or accumulation micro-step) per (x, y) batch of `batch`: a chunk of consecutive
+        batches (`normbench.training.chunks.StepChunks`) or one batch. Returns the last step's loss."""
+        max_steps = self.trainer.max_steps
         assert self._sums is not None  # set by on_train_epoch_start
-        with torch.no_grad():
-            n = y.numel()
-            self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double()])
-        self._count += n
-        self._optimize(loss, batch_idx)
+        losses: list[torch.Tensor] = []
+        logits_all: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
+        sizes: list[int] = []
+        loss = torch.zeros(())
+        for x, y in batches_of(batch):
+            if 0 <= max_steps <= self.trainer.global_step:
+                break  # max_steps reached inside a chunk (Lightning stops after this batch)
+            logits = self._train_forward(x)
+            loss = F.cross_entropy(logits, y)
+            if self.initial_loss is None:
+                self.initial_loss = float(loss.detach())  # one host sync, at the first step only
+            losses.append(loss.detach())
+            logits_all.append(logits.detach())
+            labels.append(y)
+            sizes.append(y.numel())
+            self._optimize(loss)
+        self.last_batch_examples = sum(sizes)
+        if sizes:  # the chunk's training loss and accuracy, summed on the device in one pass (no host sync)
+            with torch.no_grad():
+                weights = torch.tensor(sizes, dtype=torch.float64, device=self._sums.device)
+                predicted = torch.cat(logits_all).argmax(1)
+                correct = (predicted == torch.cat(labels)).sum().double()
+                self._sums += torch.stack([(torch.stack(losses).double() * weights).sum(), correct])
+            self._count += self.last_batch_examples
         return loss
 
-    def _optimize(self, loss: torch.Tensor, batch_idx: int) -> None:
+    def _optimize(self, loss: torch.Tensor) -> None:
         k = self.accumulate_grad_batches
         opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
         if self._plain_backward:
             (loss / k if k > 1 else loss).backward()
         else:
             self.manual_backward(loss / k if k > 1 else loss)
-        if (batch_idx + 1) % k and batch_idx + 1 != self.trainer.num_training_batches:
+        self._micro += 1
+        if self._micro % k and self._micro != self._micro_total:
             return  # inside an accumulation window
-        opt.step()  # clips in on_before_optimizer_step
+        if self._direct is not None:
+            self._direct.step(self)
+        else:
+            opt.step()  # clips in on_before_optimizer_step
         opt.zero_grad(set_to_none=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -94,6 +129,7 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._plain_backward = plain_backward(self.trainer, self)
+        self._direct = DirectStep.setup(self.trainer, self)
 
     def on_train_epoch_end(self) -> None:
         scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one, epoch interval
@@ -145,6 +181,49 @@ def plain_backward(trainer: L.Trainer, module: L.LightningModule) -> bool:
     # Trainer.callbacks is set by Lightning's callback connector, not declared on the class
     hooked = [module, *trainer.callbacks]  # type: ignore[attr-defined]
     return not any(_overrides(obj, h) for obj in hooked for h in _BACKWARD_HOOKS)
+
+
+class DirectStep:
+    """The optimizer step that `LightningOptimizer.step` makes on one device in full precision, without its
+    dispatch: the step counter (`trainer.global_step`) counts it, the callbacks that define
+    `on_before_optimizer_step` and then the module get that hook (in Lightning's order: clipping and pooled
+    statistics happen there), and the optimizer steps. Lightning's dispatch runs the hook of every callback
+    under a profiler context, about 50 us a step, a twentieth of a LeNet step at batch 2.
+    `tests/test_manual_step.py` checks the numbers against Lightning's automatic loop."""
+
+    def __init__(self, progress: Any, optimizer: torch.optim.Optimizer, hooked: list[Any]) -> None:
+        self.progress, self.optimizer, self.hooked = progress, optimizer, hooked
+
+    @classmethod
+    def setup(cls, trainer: L.Trainer, module: L.LightningModule) -> DirectStep | None:
+        """The direct step for this fit, or None where Lightning's own step does more: several devices, mixed
+        precision (loss scaling), a profiler (it times each step), or a Lightning whose manual loop keeps
+        its step count elsewhere."""
+        from lightning.pytorch.plugins.precision import Precision
+        from lightning.pytorch.profilers import PassThroughProfiler
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        if not isinstance(trainer.strategy, SingleDeviceStrategy) or type(trainer.precision_plugin) is not Precision:
+            return None
+        profiler = trainer.profiler  # type: ignore[attr-defined]  # set by Lightning's profiler connector
+        if not isinstance(profiler, PassThroughProfiler) or len(trainer.optimizers) != 1:
+            return None
+        loop = getattr(trainer.fit_loop.epoch_loop, "manual_optimization", None)
+        progress = getattr(loop, "optim_step_progress", None)
+        if not all(callable(getattr(progress, f, None)) for f in ("increment_ready", "increment_completed")):
+            return None  # pragma: no cover - a Lightning version that moved its step counter
+        # Trainer.callbacks is set by Lightning's callback connector, not declared on the class
+        hooked = [cb for cb in trainer.callbacks if _overrides(cb, "on_before_optimizer_step")]  # type: ignore[attr-defined]
+        return cls(progress, trainer.optimizers[0], hooked)
+
+    def step(self, module: L.LightningModule) -> None:
+        trainer, optimizer = module.trainer, self.optimizer
+        self.progress.increment_ready()
+        for callback in self.hooked:
+            callback.on_before_optimizer_step(trainer, module, optimizer)
+        module.on_before_optimizer_step(optimizer)
+        optimizer.step()
+        self.progress.increment_completed()
 
 
 def _overrides(obj: object, hook: str) -> bool:

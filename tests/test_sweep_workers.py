@@ -59,12 +59,12 @@ def test_two_commands_share_one_postgresql_study(home, pg_url):
 
 
 def _slow_grid() -> str:
-    return TINY_GRID.replace("trainer.max_epochs: 1", "trainer.max_epochs: 8").replace(
+    return TINY_GRID.replace("trainer.max_epochs: 1", "trainer.max_epochs: 60").replace(
         "norm: [bn, gn]", "norm: [bn]").replace("[16, 32]", "[16]")
 
 
 def test_killed_worker_trial_is_requeued_and_the_study_completes(home):
-    home.write("slow", _slow_grid())  # 2 points (seeds 0, 1), a few seconds each
+    home.write("slow", _slow_grid())  # 2 points (seeds 0, 1), a few seconds each (60 epochs of tiny data)
     proc = home.popen(*home.args("slow"))
     number = wait_for_running(home, "slow", proc)
     proc.send_signal(signal.SIGKILL)

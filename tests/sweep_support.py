@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,8 +88,15 @@ class SweepHome:
     def popen(self, *args: str) -> subprocess.Popen:
         """`python -m normbench run ...` in a subprocess of this checkout."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # Ctrl-C's default action in the child: a shell starts background jobs (`cmd &`) with SIGINT ignored,
+        # which the child would inherit, and Python then installs no KeyboardInterrupt handler.
         return subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def summary_of(trial: optuna.trial.FrozenTrial) -> dict:

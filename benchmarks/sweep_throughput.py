@@ -83,14 +83,11 @@ def bare_trial(data, norm: str, batch_size: int, eval_batch_size: int, epochs: i
 _DATA: dict = {}
 
 
-def _bare_worker_init(args: argparse.Namespace) -> None:
+def _bare_worker_init(args: argparse.Namespace, eval_batch_size: int) -> None:
     """A process of the concurrent bare loops: one thread, the data loaded, first-call costs paid."""
     torch.set_num_threads(1)
-    from normbench.config import load_config
-
-    _DATA["data"] = _load(args)
-    _DATA["eval_batch_size"] = load_config([f"data={args.data}"]).data.eval_batch_size
-    bare_trial(_DATA["data"], "bn", 64, _DATA["eval_batch_size"])
+    _DATA["data"], _DATA["eval_batch_size"] = _load(args), eval_batch_size
+    bare_trial(_DATA["data"], "bn", 64, eval_batch_size)
 
 
 def _bare_task(task: tuple[str, int, int]) -> tuple[float, float]:
@@ -100,23 +97,28 @@ def _bare_task(task: tuple[str, int, int]) -> tuple[float, float]:
     return start, time.time()
 
 
-def concurrent_bare(args: argparse.Namespace) -> float:
+def concurrent_bare(args: argparse.Namespace, eval_batch_size: int) -> float:
     """Wall seconds of the bare trials run `args.workers` at a time (as the sweep runs its trials: each
     process takes the next one when it is done), from the first start to the last end; process start-up
     and data loading are outside. What the cores give when they share memory bandwidth and caches."""
     import multiprocessing as mp
 
     tasks = [(n, b, args.epochs) for n in NORMS for b in BATCHES]
-    with mp.get_context("spawn").Pool(args.workers, initializer=_bare_worker_init, initargs=(args,)) as pool:
+    with mp.get_context("spawn").Pool(args.workers, initializer=_bare_worker_init,
+                                          initargs=(args, eval_batch_size)) as pool:
         spans = list(pool.imap_unordered(_bare_task, tasks, chunksize=1))
     return max(e for _, e in spans) - min(s for s, _ in spans)
+
+
+def _subset_key(data: str) -> str:
+    """The dataset option that sizes the training set: synthetic data are generated at that size."""
+    return "num_train" if data == "synthetic" else "train_subset"
 
 
 def _load(args: argparse.Namespace):
     from normbench.data import load_data
 
-    return load_data(args.data, **({"num_train": args.train_subset} if args.data == "synthetic" else
-                                   {"train_subset": args.train_subset}), test_subset=args.test_subset)
+    return load_data(args.data, **{_subset_key(args.data): args.train_subset}, test_subset=args.test_subset)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="normbench-sweep-throughput-"))
     shutil.copytree(config_dir(), tmp / "configs")
-    subset_key = "num_train" if args.data == "synthetic" else "train_subset"
+    subset_key = _subset_key(args.data)
     (tmp / "configs" / "sweep" / "throughput_grid.yaml").write_text(SWEEP.format(
         data=args.data, subset_key=subset_key, subset=args.train_subset, test_subset=args.test_subset, lr=LR,
         epochs=args.epochs,
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     data = _load(args)
     bare_trial(data, "bn", 64, cfg.data.eval_batch_size)  # warm-up: first-call costs are not a trial's work
     bare = {(n, b): bare_trial(data, n, b, cfg.data.eval_batch_size, args.epochs) for n in NORMS for b in BATCHES}
-    bare_together = concurrent_bare(args)
+    bare_together = concurrent_bare(args, cfg.data.eval_batch_size)
 
     results = tmp / "results"
     started = datetime.now()

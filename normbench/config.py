@@ -413,7 +413,7 @@ def check_chunk_steps(trainer: dict[str, Any]) -> None:
     steps = trainer["chunk_steps"]
     if steps == "auto":
         return
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if steps < 1:  # an integer here: the schema checked the type
         raise ConfigError(f"trainer.chunk_steps must be an integer >= 1 or auto, got {steps!r}")
     devices = trainer["devices"]
     if steps > 1 and devices != 1:

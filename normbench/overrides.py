@@ -168,3 +168,21 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# Settings that do not change a run's numbers: where and how it reports, where its data files are, and how
+# its steps are grouped (trainer.chunk_steps: bit-identical, tests/test_chunks.py). A resumed checkpoint or
+# sweep study may differ in them, and a multirun study's name leaves them out.
+NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download",
+                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler", "trainer.chunk_steps")
+
+
+def under(key: str, prefixes: tuple[str, ...] = NEUTRAL_KEYS) -> bool:
+    """Whether dotted `key` is one of `prefixes` or inside one (`logger.group` is under `logger`)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) of every flattened key whose value differs, sorted by key."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -62,6 +62,15 @@ def test_chunked_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     assert resumed["test_acc"] == full["test_acc"]
 
 
+def test_a_checkpoint_resumes_with_another_chunk_size(tmp_path):
+    """trainer.chunk_steps does not change the numbers, so a resume may change it (normbench.overrides.NEUTRAL_KEYS)."""
+    full, _ = _run(tmp_path, "full", "trainer.chunk_steps=1", "trainer.max_epochs=2")
+    _run(tmp_path, "part", "trainer.chunk_steps=4", "trainer.max_epochs=1")
+    resumed, _ = _run(tmp_path, "part", "trainer.chunk_steps=1", "trainer.max_epochs=2", "trainer.ckpt_path=last")
+    assert resumed["resumed_from_step"] > 0
+    assert _numbers(resumed)["history"] == _numbers(full)["history"]
+
+
 def test_step_chunks_group_consecutive_batches_and_keep_the_loaders_state():
     x, y = torch.arange(22.0).view(22, 1), torch.arange(22)
     from normbench.data.memory import BatchLoader

@@ -34,7 +34,8 @@ class AutomaticClassifier(Classifier):
 
 
 def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2,
-         profiler: str | None = None) -> tuple[dict[str, torch.Tensor], int]:
+         profiler: str | None = None) -> tuple[dict[str, torch.Tensor], int, bool]:
+    """(weights and buffers, optimizer steps, whether the module stepped directly) after fitting."""
     quiet_lightning()
     data = load_data("synthetic", num_train=150, num_test=16)
     torch.manual_seed(0)
@@ -50,16 +51,16 @@ def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2,
                         limit_val_batches=0, profiler=profiler, **trainer_kwargs)
     loader = data.loader("train", 8, shuffle=True, seed=0)  # 19 batches: the last window is shorter
     trainer.fit(module, train_dataloaders=loader)
-    _fit.direct = getattr(module, "_direct", None) is not None  # type: ignore[attr-defined]  # the last fit's path
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}, trainer.global_step
+    direct = getattr(module, "_direct", None) is not None
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, trainer.global_step, direct
 
 
 @pytest.mark.parametrize(("accumulate", "clip", "profiler"), [(1, None, None), (4, 0.5, None), (4, 0.5, "simple")])
 def test_manual_step_equals_lightnings_automatic_loop(accumulate, clip, profiler):
     """Without a profiler the module steps directly (DirectStep); with one, through LightningOptimizer.step."""
-    ours, our_steps = _fit(Classifier, accumulate, clip, profiler=profiler)
-    assert _fit.direct is (profiler is None)  # type: ignore[attr-defined]
-    ref, ref_steps = _fit(AutomaticClassifier, accumulate, clip)
+    ours, our_steps, direct = _fit(Classifier, accumulate, clip, profiler=profiler)
+    assert direct is (profiler is None)
+    ref, ref_steps, _ = _fit(AutomaticClassifier, accumulate, clip)
     assert our_steps == ref_steps == 2 * -(-19 // accumulate)
     assert ours.keys() == ref.keys()
     for k in ref:

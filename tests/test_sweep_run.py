@@ -257,15 +257,19 @@ def test_shipped_sweep_smoke_runs_on_tiny_data(home, name):
     assert stored_summary(ran[0].user_attrs)["dataset"] == "synthetic"
 
 
+def _as_if_stale(sweep_study: SweepStudy, trial) -> None:
+    """What another worker does when `trial`'s heartbeat looks stale: fail it and queue a copy."""
+    sweep_study.storage.set_trial_state_values(sweep_study.trial_id(trial.number), TrialState.FAIL)
+    sweep_study.requeue(trial)
+
+
 def test_result_of_a_trial_requeued_meanwhile_is_dropped(home):
     home.write("tiny", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0]"))
     plan, url = prepare(home.args("tiny"))
     sweep_study = SweepStudy(plan, url)
     try:
         trial, params = sweep_study.claim()
-        # What another worker does when this trial's heartbeat looks stale: fail it and queue a copy.
-        sweep_study.storage.set_trial_state_values(sweep_study.trial_id(trial.number), TrialState.FAIL)
-        sweep_study.requeue(trial)
+        _as_if_stale(sweep_study, trial)
         outcome = Worker(sweep_study).run_trial(trial, params)
         assert outcome.fail_reason == DROPPED_REASON
         Worker(sweep_study).run()
@@ -288,9 +292,7 @@ def test_requeued_trial_resumes_from_the_dead_trials_checkpoint(home):
         cfg, _ = plan.composer.compose(params, dead_dir)
         with pytest.raises(RuntimeError, match="simulated crash"):  # its worker dies in epoch 2
             train(cfg, callbacks=[CrashAtEpoch(2)])
-        # What another worker does when the heartbeat is stale: fail the trial and queue a copy.
-        sweep_study.storage.set_trial_state_values(sweep_study.trial_id(trial.number), TrialState.FAIL)
-        sweep_study.requeue(trial)
+        _as_if_stale(sweep_study, trial)
         Worker(sweep_study).run()
     finally:
         sweep_study.close()

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from normbench.errors import ConfigError
-from normbench.overrides import parse, parse_multirun
-from normbench.sweep.plan import NEUTRAL_KEYS, stable_hash
+from normbench.overrides import parse, parse_multirun, under
+from normbench.sweep.plan import stable_hash
 from normbench.sweep.spec import SPEC_KEYS, SweepSpec, parse_spec
 
 FLAGS = ("-m", "--multirun")
@@ -33,13 +33,9 @@ def take_flag(args: list[str]) -> tuple[bool, list[str]]:
     return len(rest) != len(args), rest
 
 
-def _neutral(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NEUTRAL_KEYS)
-
-
 def study_name(grid: dict[str, list[Any]], seeds: list[Any] | None, base: list[str]) -> str:
     """`multirun-<swept keys>-<hash>`: stable for one command, whatever the order of its overrides."""
-    kept = sorted(o for o in base if not _neutral(o.lstrip("+~").split("=", 1)[0]))
+    kept = sorted(o for o in base if not under(o.lstrip("+~").split("=", 1)[0]))
     digest = stable_hash({"grid": sorted(grid.items()), "seeds": seeds, "base": kept}, 8)
     keys = "-".join(sorted(k.replace("/", ".") for k in grid)) or "runs"
     return f"{PREFIX}-{keys[:60]}-{digest}"

@@ -27,14 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench import record
 from normbench.errors import ConfigError
-from normbench.overrides import flatten, format_value
+from normbench.overrides import NEUTRAL_KEYS, differences, format_value
 from normbench.sweep.spec import SweepSpec
 
 _NAME_RE = re.compile(r"^[\w.-]+$")
 
-# Keys that do not change a trial's numbers: allowed to differ when a study is resumed.
-NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download",
-                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler")
 
 
 def is_group_key(key: str) -> bool:
@@ -228,8 +225,7 @@ class Plan:
 
 def record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every flattened key that differs."""
-    a, b = flatten(old), flatten(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in differences(old, new)]
 
 
 def explain_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -56,8 +56,7 @@ class ThroughputMonitor(RecordPart):
             self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = getattr(pl_module, "last_batch_examples", None)  # a chunk's steps can stop early (max_steps)
-        n = int(n if n is not None else sum(y.shape[0] for _, y in batches_of(batch)))
+        n = cast(Classifier, pl_module).last_batch_examples  # a chunk's steps can stop early (max_steps)
         self.examples += n
         if self.compiled and compile_events() != self._events:
             _sync(pl_module)

@@ -13,9 +13,9 @@ runs checkpoint callbacks last), so a resumed run starts with the next epoch and
 history, calibration.json and metrics.csv (when it resumes in the same out_dir).
 
 A checkpoint resumes a run only with the config it was made with: `resume_problem` names the settings
-that differ, except those that do not change the numbers (`RESUME_FREE`) and `trainer.max_epochs` /
-`trainer.max_steps` (training longer is what resuming is for; with `optim.scheduler=cosine` the schedule
-follows max_epochs, which is refused).
+that differ, except those that do not change the numbers (`normbench.overrides.NEUTRAL_KEYS`) and
+`trainer.max_epochs` / `trainer.max_steps` (training longer is what resuming is for; with
+`optim.scheduler=cosine` the schedule follows max_epochs, which is refused).
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ import lightning as L
 import torch
 
 from normbench.errors import ConfigError
-from normbench.overrides import flatten
+from normbench.overrides import NEUTRAL_KEYS, differences, under
 
 LAST = "last.ckpt"
-# Settings a resumed run may change: where and how it reports, not what it computes.
-RESUME_FREE = ("out_dir", "results_dir", "trainer.ckpt_path", "trainer.checkpoint", "trainer.progress_bar",
-               "trainer.profiler", "logger")
 # Training longer (or shorter) than the checkpointed run planned is allowed unless the schedule depends on it.
 RUN_LENGTH = ("trainer.max_epochs", "trainer.max_steps")
 
@@ -56,12 +53,6 @@ def resolve_ckpt_path(ckpt_path: str | None, out_dir: Path) -> Path | None:
         raise ConfigError(f"trainer.ckpt_path={ckpt_path}: no checkpoint file {path}; accepted: a file written "
                           f"by a run (<out_dir>/{LAST}), last (with out_dir=DIR) or null")
     return path
-
-
-def read_checkpoint(path: Path) -> tuple[dict[str, Any], int | None]:
-    """(the run config, the optimizer step) stored in a normbench checkpoint."""
-    config, step, _ = read_checkpoint_epochs(path)
-    return config, step
 
 
 def read_checkpoint_epochs(path: Path) -> tuple[dict[str, Any], int | None, int | None]:
@@ -88,17 +79,10 @@ def nothing_left(epochs_done: int | None, step: int | None, max_epochs: int, max
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) of every setting that differs and changes the numbers."""
-    a, b = flatten(saved), flatten(current)
-    free: tuple[str, ...] = RESUME_FREE
-    if (b.get("optim.scheduler") or "none") == "none":
+    free: tuple[str, ...] = NEUTRAL_KEYS
+    if ((current.get("optim") or {}).get("scheduler") or "none") == "none":
         free = (*free, *RUN_LENGTH)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == f or key.startswith(f + ".") for f in free):
-            continue
-        if a.get(key) != b.get(key):
-            out.append((key, a.get(key), b.get(key)))
-    return out
+    return [d for d in differences(saved, current) if not under(d[0], free)]
 
 
 def resume_problem(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> str | None:

@@ -47,12 +47,6 @@ class StepChunks:
         if chunk:
             yield chunk
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.loader.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loader.load_state_dict(state)
-
     def __getattr__(self, name: str) -> Any:
         if name == "loader":  # not set yet (e.g. while unpickling): no recursion through __getattr__
             raise AttributeError(name)

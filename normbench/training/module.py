@@ -72,16 +72,17 @@ class Classifier(L.LightningModule):
         loader = self.trainer.train_dataloader
         self._micro_total = int(getattr(loader, "micro_batches", self.trainer.num_training_batches))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         """One optimizer step (or accumulation micro-step) per (x, y) batch of `batch`: a chunk of consecutive
-        batches (`normbench.training.chunks.StepChunks`) or one batch. Returns the last step's loss."""
+        batches (`normbench.training.chunks.StepChunks`) or one batch. Returns the last step's loss (None when
+        max_steps was reached before the chunk's first batch)."""
         max_steps = self.trainer.max_steps
         assert self._sums is not None  # set by on_train_epoch_start
         losses: list[torch.Tensor] = []
         logits_all: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
         sizes: list[int] = []
-        loss = torch.zeros(())
+        loss: torch.Tensor | None = None
         for x, y in batches_of(batch):
             if 0 <= max_steps <= self.trainer.global_step:
                 break  # max_steps reached inside a chunk (Lightning stops after this batch)
@@ -106,7 +107,6 @@ class Classifier(L.LightningModule):
 
     def _optimize(self, loss: torch.Tensor) -> None:
         k = self.accumulate_grad_batches
-        opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
         if self._plain_backward:
             (loss / k if k > 1 else loss).backward()
         else:
@@ -116,8 +116,9 @@ class Classifier(L.LightningModule):
             return  # inside an accumulation window
         if self._direct is not None:
             self._direct.step(self)
-        else:
-            opt.step()  # clips in on_before_optimizer_step
+            return
+        opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
+        opt.step()  # clips in on_before_optimizer_step
         opt.zero_grad(set_to_none=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -169,14 +170,19 @@ class Classifier(L.LightningModule):
 _BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
 
 
-def plain_backward(trainer: L.Trainer, module: L.LightningModule) -> bool:
-    """Whether `loss.backward()` does all that Lightning's `manual_backward` would: one device, full precision (no
-    loss scaling), and no callback or module hook around the backward pass. Lightning's dispatch of those two
-    hooks to every callback costs about 50 us a step, a twentieth of a LeNet step at batch 2."""
+def single_device_full_precision(trainer: L.Trainer) -> bool:
+    """One device, and Lightning's plain precision plugin (no autocast, no loss scaling)."""
     from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    if not isinstance(trainer.strategy, SingleDeviceStrategy) or type(trainer.precision_plugin) is not Precision:
+    return isinstance(trainer.strategy, SingleDeviceStrategy) and type(trainer.precision_plugin) is Precision
+
+
+def plain_backward(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether `loss.backward()` does all that Lightning's `manual_backward` would: one device, full precision (no
+    loss scaling), and no callback or module hook around the backward pass. Lightning's dispatch of those two
+    hooks to every callback costs 40-50 us a step, 4-6 % of a LeNet step at batch 2 (benchmarks/step_paths.py)."""
+    if not single_device_full_precision(trainer):
         return False
     # Trainer.callbacks is set by Lightning's callback connector, not declared on the class
     hooked = [module, *trainer.callbacks]  # type: ignore[attr-defined]
@@ -188,7 +194,7 @@ class DirectStep:
     dispatch: the step counter (`trainer.global_step`) counts it, the callbacks that define
     `on_before_optimizer_step` and then the module get that hook (in Lightning's order: clipping and pooled
     statistics happen there), and the optimizer steps. Lightning's dispatch runs the hook of every callback
-    under a profiler context, about 50 us a step, a twentieth of a LeNet step at batch 2.
+    under a profiler context, 34-40 us a step, about 4 % of a LeNet step at batch 2 (benchmarks/step_paths.py).
     `tests/test_manual_step.py` checks the numbers against Lightning's automatic loop."""
 
     def __init__(self, progress: Any, optimizer: torch.optim.Optimizer, hooked: list[Any]) -> None:
@@ -199,11 +205,9 @@ class DirectStep:
         """The direct step for this fit, or None where Lightning's own step does more: several devices, mixed
         precision (loss scaling), a profiler (it times each step), or a Lightning whose manual loop keeps
         its step count elsewhere."""
-        from lightning.pytorch.plugins.precision import Precision
         from lightning.pytorch.profilers import PassThroughProfiler
-        from lightning.pytorch.strategies import SingleDeviceStrategy
 
-        if not isinstance(trainer.strategy, SingleDeviceStrategy) or type(trainer.precision_plugin) is not Precision:
+        if not single_device_full_precision(trainer):
             return None
         profiler = trainer.profiler  # type: ignore[attr-defined]  # set by Lightning's profiler connector
         if not isinstance(profiler, PassThroughProfiler) or len(trainer.optimizers) != 1:
@@ -217,6 +221,7 @@ class DirectStep:
         return cls(progress, trainer.optimizers[0], hooked)
 
     def step(self, module: L.LightningModule) -> None:
+        """One optimizer step, then the gradients cleared (as `_optimize` does after Lightning's step)."""
         trainer, optimizer = module.trainer, self.optimizer
         self.progress.increment_ready()
         for callback in self.hooked:
@@ -224,6 +229,7 @@ class DirectStep:
         module.on_before_optimizer_step(optimizer)
         optimizer.step()
         self.progress.increment_completed()
+        optimizer.zero_grad(set_to_none=True)
 
 
 def _overrides(obj: object, hook: str) -> bool:

@@ -23,6 +23,7 @@ the spread printed per repeat.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ LR = 0.1  # a rate every batch size trains at without blowing up (the rate does 
 
 def bare_loop(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> float:
     """Examples/s of a hand-written loop: shuffle, index, forward, backward, step."""
+    gc.collect()  # every path starts without the earlier paths' garbage (Lightning's reference cycles)
     torch.manual_seed(seed)
     net = build_model("lenet", "bn", 10, x.shape[1], x.shape[-1])
     opt = torch.optim.SGD(net.parameters(), lr=LR)
@@ -87,6 +89,7 @@ class _Clock(L.Callback):
 
 def lightning_loop(data: InMemoryData, batch_size: int, seed: int) -> float:
     """Examples/s of a minimal Lightning fit over normbench's batches (Lightning's loop, nothing of normbench's)."""
+    gc.collect()
     quiet_lightning()
     torch.manual_seed(seed)
     module = _Minimal(build_model("lenet", "bn", 10, data.in_channels, data.image_size))
@@ -101,6 +104,7 @@ def lightning_loop(data: InMemoryData, batch_size: int, seed: int) -> float:
 
 def normbench_run(args: argparse.Namespace, batch_size: int, out_dir: str, compiled: bool,
                   chunk_steps: str = "auto") -> dict:
+    gc.collect()
     overrides = [f"data={args.data}", f"data.batch_size={batch_size}", "trainer.max_epochs=1", f"optim.lr={LR}",
                  "trainer.accelerator=cpu", "trainer.progress_bar=false", "data.drop_last=true",
                  f"trainer.threads={torch.get_num_threads()}", f"seed={args.seed}", f"out_dir={out_dir}",

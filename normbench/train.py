@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -194,6 +196,22 @@ def make_profiler(name: str | None, out_dir: Path):
     return cls(dirpath=str(out_dir), filename="profile")
 
 
+_previous_trainer: weakref.ref | None = None  # the last run's Trainer in this process (collect_previous_run)
+
+
+def collect_previous_run() -> None:
+    """Collects the last run's trainer, module and callbacks when they are still in memory.
+
+    They hold the dataset tensors in reference cycles, which only Python's cyclic collector frees. Left to it,
+    they pile up (a sweep worker held ~10 trials' worth after 40), and the next run's training steps are
+    slower: LeNet-BN at batch 2, runs alternating in one process, 2,350 ex/s after an uncollected run against
+    2,530 after a collection. A full collection costs about 0.2 s with torch and Lightning loaded, so it is
+    made only when the last run's Trainer is still alive (a sweep worker collects after each trial itself).
+    """
+    if _previous_trainer is not None and _previous_trainer() is not None:
+        gc.collect()
+
+
 def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> RunResult:
     """Runs one training run for a validated config and writes its summary record.
 
@@ -205,6 +223,7 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
     """
     if not isinstance(cfg, DictConfig):
         cfg = from_mapping(cfg)
+    collect_previous_run()
     # CPU numbers depend on the intra-op thread count: it is set for the whole run (data standardization
     # included) and recorded as `threads`; the caller's setting is restored afterwards.
     threads = cfg.trainer.threads or torch.get_num_threads()
@@ -328,6 +347,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         # sync_bn on GPUs: torch's nn.SyncBatchNorm (it raises on CPU, where normbench's own layer runs)
         sync_batchnorm=use_torch_sync_batchnorm(cfg.norm.name, accelerator, cfg.trainer.devices),
     )
+    global _previous_trainer
+    _previous_trainer = weakref.ref(trainer)
     errors: dict[str, str] = {}
     logger_closed = False
     try:

@@ -83,7 +83,10 @@ class OptimSchema:
     # (split_normalization_params): decaying them is a confound when norms are compared. null: weight_decay.
     norm_weight_decay: float | None = option(0.0, low=0)
     nesterov: bool = False
-    scheduler: Literal["none", "cosine"] = "none"
+    # The learning-rate schedule, stepped per optimizer step (normbench.training.schedule): a linear warm-up of
+    # warmup_steps, then a constant rate (none) or a cosine / linear decay reaching 0 when training ends.
+    scheduler: Literal["none", "cosine", "linear"] = "none"
+    warmup_steps: int = option(0, low=0)
 
 
 @dataclass

@@ -182,7 +182,13 @@ def under(key: str, prefixes: tuple[str, ...] = NEUTRAL_KEYS) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+# Run-config keys added since records and checkpoints were written without them, with the value their absence
+# meant (the run did what this value does): an older record resumes, or compares, as that value.
+ADDED_KEYS: dict[str, Any] = {"optim.warmup_steps": 0}
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) of every flattened key whose value differs, sorted by key."""
-    a, b = flatten(old), flatten(new)
+    """(dotted key, old value, new value) of every flattened key whose value differs, sorted by key (a key of
+    ADDED_KEYS that a config lacks counts as its value there)."""
+    a, b = {**ADDED_KEYS, **flatten(old)}, {**ADDED_KEYS, **flatten(new)}
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

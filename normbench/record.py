@@ -86,6 +86,8 @@ FIELDS: tuple[Field, ...] = (
        "optimizer saw it)", "evaluator", per_epoch=True),
     _f("train_acc_running", "number", FRACTION, "training accuracy over the epoch's steps (batch statistics)",
        "evaluator", per_epoch=True),
+    _f("epoch_lr", "number", NONE, "the learning rate of the epoch's last optimizer step (lr_schedule)", "evaluator",
+       run=False, per_epoch=True),
     # --- throughput
     _f("examples_per_sec", "number", "samples/s", "training samples per second, training steps only (the steps "
        "that compiled excluded)", "throughput", headline=True),
@@ -187,7 +189,15 @@ FIELDS: tuple[Field, ...] = (
     _f("resumed_from", "string", NONE, "the checkpoint the run resumed from (trainer.ckpt_path; null: started "
        "fresh)", "train"),
     _f("resumed_from_step", "integer", COUNT, "the optimizer step that checkpoint was written at", "train"),
-    _f("lr", "number", NONE, "the learning rate the optimizer used (after a sweep's lr_scaling)", "train"),
+    _f("lr", "number", NONE, "the learning rate the optimizer used (after a sweep's lr_scaling); the base rate that "
+       "lr_schedule scales", "train"),
+    _f("lr_schedule", "string", NONE, "optim.scheduler: none, cosine or linear (to 0 when training ends), stepped "
+       "per optimizer step after warmup_steps", "train"),
+    _f("warmup_steps", "integer", COUNT, "optim.warmup_steps: optimizer steps of linear warm-up to lr", "train"),
+    _f("schedule_steps", "integer", COUNT, "the optimizer steps a decaying schedule spans, warm-up included (the "
+       "run's planned steps; null: no decay)", "train"),
+    _f("lr_initial", "number", NONE, "the learning rate of the first optimizer step", "train"),
+    _f("lr_final", "number", NONE, "the learning rate of the last optimizer step", "train"),
     _f("norm_weight_decay", "number", NONE, "the weight decay on the norm layers' parameters (scales, shifts)",
        "train"),
     _f("threads", "integer", COUNT, "torch CPU threads of the run", "train"),

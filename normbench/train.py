@@ -251,7 +251,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         problem = resume_problem(ckpt_path, saved, resolved)
         if problem is not None:
             raise ConfigError(f"trainer.ckpt_path: {problem}; resume with the same settings (trainer.max_epochs "
-                              "may change) or start a new run")
+                              "may change unless the rate decays) or start a new run")
         if nothing_left(epochs_done, resumed_step, cfg.trainer.max_epochs, cfg.trainer.max_steps):
             raise ConfigError(f"trainer.ckpt_path={cfg.trainer.ckpt_path}: the checkpoint has trained {epochs_done} "
                               f"epoch(s), {resumed_step} steps, already the end of this run; raise "
@@ -396,6 +396,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "resumed_from": None if ckpt_path is None else str(ckpt_path),
         "resumed_from_step": resumed_step,
         "lr": cfg.optim.lr,  # the rate the optimizer used (after a sweep's lr_scaling)
+        **module.schedule_fields(),
         "norm_weight_decay": norm_decay(cfg.optim.weight_decay, cfg.optim.norm_weight_decay),
         "threads": threads,
         "emulate_devices": cfg.trainer.emulate_devices,

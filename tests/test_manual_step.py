@@ -1,6 +1,7 @@
 """normbench's written-out optimization step (Classifier, Lightning's manual optimization) computes exactly
 what Lightning's automatic loop computes: same weights and running statistics after training with gradient
-accumulation (a shorter last window), gradient clipping, a cosine schedule and SGD momentum."""
+accumulation (a shorter last window), gradient clipping, a per-step cosine schedule with warm-up (Lightning
+steps it after each optimizer step itself) and SGD momentum."""
 
 from __future__ import annotations
 
@@ -26,9 +27,6 @@ class AutomaticClassifier(Classifier):
         x, y = batch
         return F.cross_entropy(self.net(x), y)
 
-    def on_train_epoch_end(self) -> None:  # Lightning steps the scheduler itself
-        pass
-
     def on_before_optimizer_step(self, optimizer) -> None:  # Lightning clips itself (Trainer's gradient_clip_val)
         pass
 
@@ -41,7 +39,7 @@ def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2,
     torch.manual_seed(0)
     net = build_model("lenet", "bn", 10, 1, 28)
     optim = {"name": "sgd", "lr": 0.3, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
-             "scheduler": "cosine", "norm_weight_decay": 0.0}
+             "scheduler": "cosine", "warmup_steps": 3, "norm_weight_decay": 0.0}
     module = cls(net, optim, epochs, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
     trainer_kwargs = {}
     if cls is AutomaticClassifier:

@@ -155,6 +155,9 @@ class EpochEvaluator(RecordPart):
         epoch = trainer.current_epoch + 1
         run_loss, run_acc = cast(Classifier, pl_module).epoch_train_stats()
         figures: dict[str, Any] = {"train_loss_running": run_loss, "train_acc_running": run_acc}
+        lr = getattr(pl_module, "last_step_lr", None)  # the schedule's rate at the epoch's last step
+        if lr is not None:
+            figures["epoch_lr"] = lr
         self.initial_loss = getattr(pl_module, "initial_loss", None)
         reason = divergence(run_loss, self.initial_loss)
         if reason is not None:

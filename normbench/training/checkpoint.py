@@ -14,8 +14,11 @@ history, calibration.json and metrics.csv (when it resumes in the same out_dir).
 
 A checkpoint resumes a run only with the config it was made with: `resume_problem` names the settings
 that differ, except those that do not change the numbers (`normbench.overrides.NEUTRAL_KEYS`) and
-`trainer.max_epochs` / `trainer.max_steps` (training longer is what resuming is for; with
-`optim.scheduler=cosine` the schedule follows max_epochs, which is refused).
+`trainer.max_epochs` / `trainer.max_steps` (training longer is what resuming is for), except with a decaying
+`optim.scheduler` (cosine, linear), which decays to 0 over the planned run: its length is then part of the numbers.
+The schedule is a closed form of the optimizer step (`normbench.training.schedule`), and the step count, the
+optimizer's rate and torch's LambdaLR position are in Lightning's checkpoint, so a resumed scheduled run trains at
+the rates of the uninterrupted one (tests/test_schedules.py).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import torch
 
 from normbench.errors import ConfigError
 from normbench.overrides import NEUTRAL_KEYS, differences, under
+from normbench.training.schedule import DECAYING
 
 LAST = "last.ckpt"
-# Training longer (or shorter) than the checkpointed run planned is allowed unless the schedule depends on it.
+# Training longer (or shorter) than the checkpointed run planned is allowed unless the schedule decays over it.
 RUN_LENGTH = ("trainer.max_epochs", "trainer.max_steps")
 
 
@@ -80,7 +84,7 @@ def nothing_left(epochs_done: int | None, step: int | None, max_epochs: int, max
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) of every setting that differs and changes the numbers."""
     free: tuple[str, ...] = NEUTRAL_KEYS
-    if ((current.get("optim") or {}).get("scheduler") or "none") == "none":
+    if not decaying(current):  # a warm-up alone does not depend on the run's length
         free = (*free, *RUN_LENGTH)
     return [d for d in differences(saved, current) if not under(d[0], free)]
 
@@ -92,7 +96,16 @@ def resume_problem(path: Path, saved: dict[str, Any], current: dict[str, Any]) -
         return None
     shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:4])
     more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
-    return f"the checkpoint {path} was made with other settings ({shown}{more})"
+    why = ""
+    if decaying(current) and any(under(k, RUN_LENGTH) for k, _, _ in diffs):
+        why = (f"; optim.scheduler={current['optim']['scheduler']} decays to 0 over the planned run, so its length "
+               "is fixed")
+    return f"the checkpoint {path} was made with other settings ({shown}{more}){why}"
+
+
+def decaying(config: dict[str, Any]) -> bool:
+    """Whether the run config's learning rate decays over the run's planned length."""
+    return ((config.get("optim") or {}).get("scheduler") or "none") in DECAYING
 
 
 class LoaderState(L.Callback):

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR
 
 from normbench.training.chunks import batches_of
+from normbench.training.schedule import DECAYING, Schedule, run_steps
 
 
 class Classifier(L.LightningModule):
@@ -27,8 +28,8 @@ class Classifier(L.LightningModule):
     identical: each micro-batch's loss is divided by `accumulate_grad_batches`, the optimizer steps after
     every `accumulate_grad_batches` micro-batches and after the epoch's last one (a shorter final window, as
     Lightning does), gradients are clipped by norm to `gradient_clip_val` in `on_before_optimizer_step` (after
-    mixed precision unscaled them), and an epoch-interval
-    learning-rate scheduler steps at the end of each epoch. The optimizer-step count (`trainer.global_step`,
+    mixed precision unscaled them), and the learning-rate schedule (`normbench.training.schedule`: warm-up,
+    cosine or linear decay) steps after every optimizer step. The optimizer-step count (`trainer.global_step`,
     `max_steps`) and the `on_before_optimizer_step` hooks are Lightning's (`LightningOptimizer.step`, or
     `DirectStep` where that is the same step without the dispatch).
 
@@ -61,6 +62,12 @@ class Classifier(L.LightningModule):
         self._micro = 0  # the epoch's training batches so far (micro-batches under accumulation)
         self._micro_total = 0  # and per epoch
         self.last_batch_examples = 0  # training examples of the last Lightning batch (a chunk: all its batches)
+        # The learning-rate schedule, made with the optimizer (configure_optimizers); torch's LambdaLR only where
+        # the rate varies: a constant rate runs with no scheduler at all, as before schedules existed.
+        self.schedule = Schedule()
+        self._scheduler: LambdaLR | None = None
+        self.first_step_lr: float | None = None  # the rate of the run's first optimizer step (kept by checkpoints)
+        self.last_step_lr: float | None = None  # the rate of the last optimizer step taken (None before any)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -116,10 +123,18 @@ class Classifier(L.LightningModule):
             return  # inside an accumulation window
         if self._direct is not None:
             self._direct.step(self)
-            return
-        opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
-        opt.step()  # clips in on_before_optimizer_step
-        opt.zero_grad(set_to_none=True)
+        else:
+            opt = cast(LightningOptimizer, self.optimizers())  # configure_optimizers returns one optimizer
+            opt.step()  # clips in on_before_optimizer_step
+            opt.zero_grad(set_to_none=True)
+        scheduler = self._scheduler
+        if scheduler is None:
+            self.last_step_lr = self.optim_cfg["lr"]
+        else:  # once per optimizer step, whichever path stepped (chunks and accumulation included)
+            self.last_step_lr = float(scheduler.get_last_lr()[0])  # the rate the step just used
+            scheduler.step()
+        if self.first_step_lr is None:
+            self.first_step_lr = self.last_step_lr
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Here, not before opt.step(): mixed precision unscales the gradients inside step, just before this
@@ -132,11 +147,6 @@ class Classifier(L.LightningModule):
         self._plain_backward = plain_backward(self.trainer, self)
         self._direct = DirectStep.setup(self.trainer, self)
 
-    def on_train_epoch_end(self) -> None:
-        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one, epoch interval
-        if scheduler is not None:
-            scheduler.step()
-
     def epoch_train_stats(self) -> tuple[float, float]:
         """(mean training loss, training accuracy) of the current epoch, batch statistics."""
         if self._sums is None or self._count == 0:
@@ -147,9 +157,11 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["normbench_initial_loss"] = self.initial_loss  # the divergence rule's reference
+        checkpoint["normbench_first_step_lr"] = self.first_step_lr  # the record's lr_initial
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.initial_loss = checkpoint.get("normbench_initial_loss")
+        self.first_step_lr = checkpoint.get("normbench_first_step_lr")
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
@@ -161,10 +173,35 @@ class Classifier(L.LightningModule):
             opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         else:  # pragma: no cover - the config schema only admits the names above
             raise ValueError(f"unknown optimizer '{cfg['name']}'; accepted: sgd, adamw")
-        if cfg.get("scheduler", "none") == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        return opt
+        name, warmup = cfg.get("scheduler", "none"), int(cfg.get("warmup_steps", 0))
+        self._scheduler = None
+        if name == "none" and warmup == 0:
+            self.schedule = Schedule()
+            return opt
+        self.schedule = schedule = Schedule(name, warmup, self.planned_steps() if name in DECAYING else None)
+        # a plain function, so that torch's LambdaLR keeps no state of it in the checkpoint (the schedule is a
+        # closed form of the step count, which the checkpoint holds)
+        self._scheduler = LambdaLR(opt, lambda step: schedule.factor(step))
+        # "step" interval: Lightning's automatic loop (tests/test_manual_step.py) steps it after each optimizer
+        # step as `_optimize` does; either way Lightning checkpoints its state with the optimizer's.
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler, "interval": "step"}}
+
+    def schedule_fields(self) -> dict[str, Any]:
+        """The run record's fields of the learning-rate schedule (declared in normbench.record)."""
+        return {"lr_schedule": self.schedule.name, "warmup_steps": self.schedule.warmup_steps,
+                "schedule_steps": self.schedule.total_steps, "lr_initial": self.first_step_lr,
+                "lr_final": self.last_step_lr}
+
+    def planned_steps(self) -> int:
+        """The optimizer steps this fit will make (`normbench.training.schedule.run_steps`), from the training
+        loader as the fit sees it (a data-parallel rank's share): its batches per epoch (`micro_batches` of a
+        chunked loader), accumulation, the trainer's max_epochs and max_steps."""
+        trainer = self.trainer
+        if trainer.train_dataloader is None:  # as Lightning's estimated_stepping_batches, before the fit loop does
+            trainer.fit_loop.setup_data()
+        loader = trainer.train_dataloader
+        batches = int(getattr(loader, "micro_batches", trainer.num_training_batches))
+        return run_steps(batches, self.accumulate_grad_batches, trainer.max_epochs, trainer.max_steps)
 
 
 _BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")

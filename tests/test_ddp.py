@@ -1,4 +1,4 @@
-"""Data-parallel training on CPU: BatchLoader sharding, and a 2-process DDP run with sync_bn.
+"""Data-parallel training on CPU: BatchLoader sharding, and a 2-process DDP run with sync_bn (and a cosine schedule).
 
 The DDP run (Lightning's `ddp` strategy, gloo, 2 CPU processes) must reproduce a single process with
 torch's BatchNorm at twice the per-device batch: every rank draws the same epoch permutation and takes
@@ -53,6 +53,8 @@ def test_ddp_two_cpu_processes_with_sync_bn_equal_one_process_with_bn(tmp_path):
     # sigmoid LeNet: smooth enough that float32 rounding differences (reduction order) stay at ~1e-7; with ReLU
     # and batch statistics they grow chaotically within a few steps (in float64 the two runs agree to 1e-15)
     common += ["data.num_train=128", "trainer.max_epochs=2", "model=lenet", "model.act=sigmoid", "optim.lr=0.1"]
+    # a decaying schedule spans each rank's steps (its share of the batches), not the unsharded loader's
+    common += ["optim.scheduler=cosine", "optim.warmup_steps=2"]
     # no out_dir: the ranks must agree on the default one (one run folder, written by rank 0)
     proc = run_cli("run", *common, "norm=sync_bn", "data.batch_size=16", "trainer.devices=2", "trainer.strategy=ddp",
                    cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, timeout=300)
@@ -64,11 +66,12 @@ def test_ddp_two_cpu_processes_with_sync_bn_equal_one_process_with_bn(tmp_path):
     ddp = json.loads((run_dirs[0] / "summary.json").read_text())
     assert ddp["status"] == "ok" and ddp["devices"] == 2 and ddp["norm_batch_size"] == 32
     # each rank iterated its half: 128 samples / (2 ranks x 16) = 4 steps per epoch, 64 samples per epoch
-    assert ddp["optimizer_steps"] == 8 and ddp["train_examples_seen"] == 128
+    assert ddp["optimizer_steps"] == ddp["schedule_steps"] == 8 and ddp["train_examples_seen"] == 128
 
     single = train(load_config([*common, "norm=bn", "data.batch_size=32", f"out_dir={tmp_path / 'single'}"]))
     ref = single.summary
-    assert ref["optimizer_steps"] == 8
+    assert ref["optimizer_steps"] == ref["schedule_steps"] == 8
+    assert [h["epoch_lr"] for h in ddp["history"]] == [h["epoch_lr"] for h in ref["history"]]
     for ours, theirs in zip(ddp["history"], ref["history"], strict=True):
         for key in ("train_loss", "test_loss"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key

@@ -160,3 +160,49 @@ def test_the_facts_match_what_the_committed_runs_recorded(name):
             assert (s["effective_batch_size"], s["lr"], s["optimizer_steps"]) == (f.optimizer_batch, f.lr, f.steps)
             checked += 1
     assert checked >= 60
+
+
+OFAT_STUDY = """\
+title: One factor at a time
+question: Does BN's normalization batch matter when the optimizer batch is fixed?
+protocol: Synthetic data, one epoch, the optimizer batch held at 32 by emulated workers.
+declared: "2026-12-03"
+parts:
+  main:
+    base: {data: synthetic, data.num_train: 256, data.num_test: 64, trainer.max_epochs: 1,
+           trainer.accelerator: cpu, trainer.threads: 1, calib.samples: 64, norm: bn}
+    fixed_optimizer_batch: 32
+    grid:
+      data.batch_size: [32, 8]
+    seeds: 2
+    lr_scaling: {base_batch_size: 256}
+claims:
+  - id: norm_batch_matters
+    statement: BN's error at a normalization batch of 8 exceeds its error at 32 (optimizer batch 32 for both).
+    test: {kind: difference, part: main, metric: test_error, a: {data.batch_size: 8}, b: {data.batch_size: 32},
+           expect: greater}
+"""
+
+
+def test_a_fixed_optimizer_batch_study_trains_one_factor_at_a_time(tmp_path, monkeypatch, capsys):
+    """Real training (tiny synthetic data): every run's record has the same optimizer batch, lr and steps."""
+    import torch
+
+    from normbench.cli import main
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "ofat.yaml").write_text(OFAT_STUDY)
+    monkeypatch.setenv("NORMBENCH_ROOT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    assert main(["reproduce", "ofat"]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (tmp_path / "results" / "ofat" / "records" / "main.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 4
+    seen = {(r["params"]["data.batch_size"], r["params"]["trainer.emulate_devices"]) for r in rows}
+    assert seen == {(32, 1), (8, 4)}
+    facts = {(r["summary"]["effective_batch_size"], r["summary"]["lr"], r["summary"]["optimizer_steps"]) for r in rows}
+    assert facts == {(32, 0.125, 256 // 32)}
+    claims = json.loads((tmp_path / "results" / "ofat" / "claims.json").read_text())
+    assert claims[0]["confounded"] is None and claims[0]["p_value"] is not None

@@ -31,6 +31,14 @@ swept values; `level` defaults to 0.95):
 
 A claim whose data are missing (no finished run for a selection) is reported as not evaluable; a claim
 whose test fails is reported as not held. Claims are never edited after the runs.
+
+Family-wise error (normbench.experiments.familywise): the claims that are statistical tests (difference,
+mean_within with its interval, correlation) each get a p-value, Holm-adjusted over all of a study's tested
+claims at the study's `alpha` (0.05 unless declared); such a claim holds when its pre-declared test passes
+and its adjusted p is <= alpha. The other kinds are descriptive (no test): shown, never counted as evidence.
+
+A claim that contrasts configurations trained with different optimizer batches, learning rates or step counts
+must say so (`confounded: "<why>"`, normbench.experiments.protocols); otherwise the study does not load.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from normbench.report.metrics import epoch_gaps, metric_value
 from normbench.report.study import ConfigGroup, SweepResults
 from normbench.report.table_model import format_value
 
+CLAIM_KEYS = ("id", "statement", "test", "confounded")
 EXPECT = ("greater", "less", "equivalent", "not_less", "not_greater")
 KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # kind: (required args, optional args); every kind takes part and level
@@ -74,10 +83,24 @@ class ClaimResult:
     low: float | None = None
     high: float | None = None
     n: int | None = None
+    evidence: str = "test"  # test | descriptive (no test: shown, never counted as evidence)
+    p_method: str | None = None  # what the p-value tests (or why the claim has no test)
+    p_value: float | None = None  # raw p of the claim's test
+    p_holm: float | None = None  # Holm-adjusted over the study's tested claims
+    confounded: str | None = None  # the declared reason a contrast crosses optimizer batch, lr or steps
+    declared_held: bool | None = None  # the pre-declared test's own verdict, before Holm (None: not set)
+    raw_significant: bool | None = None  # raw p <= alpha (the study's family-wise rate)
 
     @property
     def verdict(self) -> str:
-        return {True: "held", False: "not held", None: "not evaluable"}[self.held]
+        if self.held is None:
+            return "not evaluable"
+        if self.evidence != "test":
+            return "held (descriptive)" if self.held else "not held (descriptive)"
+        if self.held is False and self.declared_held is True:
+            # its point condition held; the test did not reject at alpha (raw p), or only before Holm
+            return "not held (after Holm)" if self.raw_significant else "not held (not significant)"
+        return "held" if self.held else "not held"
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict}
@@ -95,9 +118,9 @@ def check_claim(exp: Any, raw: Any, index: int) -> dict[str, Any]:
     where = f"claims[{index}]"
     if not isinstance(raw, Mapping):
         raise _fail(exp, where, "a claim is a mapping {id, statement, test}")
-    unknown = [k for k in raw if k not in ("id", "statement", "test")]
+    unknown = [k for k in raw if k not in CLAIM_KEYS]
     if unknown:
-        raise _fail(exp, where, f"unknown key '{unknown[0]}'; accepted: id, statement, test")
+        raise _fail(exp, where, f"unknown key '{unknown[0]}'; accepted: {', '.join(CLAIM_KEYS)}")
     cid, statement, test = raw.get("id"), raw.get("statement"), raw.get("test")
     if not isinstance(cid, str) or not cid.isidentifier():
         raise _fail(exp, where, f"id must be an identifier, got {cid!r}")
@@ -139,7 +162,14 @@ def check_claim(exp: Any, raw: Any, index: int) -> dict[str, Any]:
     level = test.get("level", 0.95)
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise _fail(exp, where, f"level must be in (0, 1), got {level!r}")
-    return {"id": cid, "statement": " ".join(statement.split()), "test": dict(test)}
+    confounded = raw.get("confounded")
+    if confounded is not None and (not isinstance(confounded, str) or not confounded.strip()):
+        raise _fail(exp, where, "confounded must be a text saying why the contrast crosses optimizer batch, lr or "
+                                f"steps, got {confounded!r}")
+    out = {"id": cid, "statement": " ".join(statement.split()), "test": dict(test)}
+    if confounded is not None:
+        out["confounded"] = " ".join(confounded.split())
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -206,11 +236,16 @@ def evaluate(claim: dict[str, Any], results: dict[str, SweepResults]) -> ClaimRe
     res = results[test["part"]]
     fn = _EVALUATORS[test["kind"]]
     held, detail, stats = fn(test, res)
-    return ClaimResult(claim["id"], claim["statement"], describe_test(test), held, detail, **stats)
+    return ClaimResult(claim["id"], claim["statement"], describe_test(test), held, detail, **stats,
+                       confounded=claim.get("confounded"))
 
 
-def evaluate_all(claims: list[dict[str, Any]], results: dict[str, SweepResults]) -> list[ClaimResult]:
-    return [evaluate(c, results) for c in claims]
+def evaluate_all(claims: list[dict[str, Any]], results: dict[str, SweepResults],
+                 alpha: float = 0.05) -> list[ClaimResult]:
+    """Every claim's verdict, with Holm's family-wise control over the tested ones at `alpha`."""
+    from normbench.experiments.familywise import control
+
+    return control([evaluate(c, results) for c in claims], claims, results, alpha)
 
 
 def describe_test(test: Mapping[str, Any]) -> str:
@@ -275,9 +310,10 @@ def _difference(test, res):
     held = {"greater": cmp.low > margin, "less": cmp.high < -margin,
             "equivalent": -margin < cmp.low and cmp.high < margin,
             "not_less": cmp.low > -margin, "not_greater": cmp.high < margin}[expect]
-    p = f", p = {cmp.p_value:.3g}" if cmp.p_value is not None else ""
+    # the claim's own p (one-sided against its margin, or TOST) comes from familywise; the two-sided p of
+    # "no difference" would be a third number beside it
     detail = (f"{_fmt(cmp.mean, scale, unit, True)}, {100 * ci_level:g}% CI [{_fmt(cmp.low, scale, '', True)}, "
-              f"{_fmt(cmp.high, scale, '', True)}] ({cmp.method}, n={cmp.n}{p})")
+              f"{_fmt(cmp.high, scale, '', True)}] ({cmp.method}, n={cmp.n})")
     return held, detail, stats
 
 

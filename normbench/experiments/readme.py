@@ -3,8 +3,8 @@
 The finding (results/<study>/finding.md) is the one part written by a person after the runs: two or three
 sentences on what the study found. Its numbers are placeholders filled from the claims' statistics, so the
 text cannot drift from the data: `{{claim_id.detail}}`, `{{claim_id.verdict}}`, and
-`{{claim_id.value}}`, `.low`, `.high`, `.n` (append `:pp` to show a fraction in percentage points, e.g.
-`{{bn_degrades_at_b2.value:pp}}`).
+`{{claim_id.value}}`, `.low`, `.high`, `.n`, `.p_value` and `.p_holm` (the raw and Holm-adjusted p; append
+`:pp` to show a fraction in percentage points, e.g. `{{bn_degrades_at_b2.value:pp}}`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
+from normbench.experiments.familywise import format_p
 
 FINDING_FILE = "finding.md"
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w]*)\.(detail|verdict|value|low|high|n)(?::(pp|pct|int|g))?\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w]*)\.(detail|verdict|value|low|high|n|p_value|p_holm)"
+                          r"(?::(pp|pct|int|g))?\s*\}\}")
 
 
 def fill_finding(text: str, claims: list[Any], study: str) -> str:
@@ -60,13 +62,17 @@ def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[
     out = [f"# {exp.title}", "", f"**Question.** {exp.question}", "", "## Finding", ""]
     out.append(fill_finding(finding, claims, name).strip() if finding else
                "_Not written yet: the finding is added to finding.md once the study is complete._")
-    held = sum(c.held is True for c in claims)
-    out += ["", "## Claims", "",
-            f"Declared on {exp.declared} in [experiments/{name}.yaml](../../experiments/{name}.yaml), before any "
-            f"run, and tested exactly as declared: {held} of {len(claims)} held.", "",
-            "| claim | statement | pre-declared test | result | verdict |", "| :--- | :--- | :--- | :--- | :--- |"]
+    out += ["", "## Claims", "", claims_summary(exp, claims), "",
+            "| claim | statement | pre-declared test | result | p (raw) | p (Holm) | verdict |",
+            "| :--- | :--- | :--- | :--- | ---: | ---: | :--- |"]
     for c in claims:
-        out.append(f"| `{c.id}` | {_cell(c.statement)} | {_cell(c.test)} | {_cell(c.detail)} | **{c.verdict}** |")
+        statement = c.statement + (f" _Confounded contrast, declared: {c.confounded}_" if c.confounded else "")
+        if c.evidence == "test":
+            ps = f"{format_p(c.p_value)} | {format_p(c.p_holm)}"
+            test = f"{c.test}; p: {c.p_method}"
+        else:
+            ps, test = "descriptive (no test) | —", c.test
+        out.append(f"| `{c.id}` | {_cell(statement)} | {_cell(test)} | {_cell(c.detail)} | {ps} | **{c.verdict}** |")
     out += ["", "## Tables"]
     for entry, md in tables:
         out += ["", f"**{entry['name']}.** {_cell(str(entry.get('caption') or ''))} "
@@ -109,6 +115,27 @@ def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[
             f"python -m normbench reproduce {name} sweep.n_workers=2   # re-run the trials (resumable)",
             "```", ""]
     return "\n".join(out)
+
+
+def claims_summary(exp: Any, claims: list[Any]) -> str:
+    """The README's rule and count: Holm over the m tested claims; descriptive claims apart."""
+    from normbench.experiments.familywise import DEFAULT_ALPHA, family_size
+
+    alpha = float(getattr(exp, "alpha", None) or DEFAULT_ALPHA)
+    tested = [c for c in claims if c.evidence == "test"]
+    described = [c for c in claims if c.evidence != "test"]
+    held = sum(c.held is True for c in tested)
+    text = (f"Declared on {exp.declared} in [experiments/{exp.name}.yaml](../../experiments/{exp.name}.yaml), "
+            f"before any run, and tested exactly as declared, with the family-wise error controlled by Holm over "
+            f"the m = {family_size(claims)} tested claims at alpha = {alpha:g}: a tested claim holds when its "
+            f"pre-declared test passes and its Holm-adjusted p is <= {alpha:g}. {held} of {len(tested)} tested "
+            "claims held.")
+    if described:
+        seen = sum(c.held is True for c in described)
+        text += (f" {len(described)} claim{'s are' if len(described) > 1 else ' is'} descriptive (no test: "
+                 f"compared means, counts or ranks), shown but not counted as evidence: {seen} of "
+                 f"{len(described)} observed as stated.")
+    return text
 
 
 def read_finding(folder: Path) -> str | None:

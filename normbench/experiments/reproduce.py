@@ -5,6 +5,7 @@
                                         [part=NAME] [scale=cpu|smoke|full|...] [results_dir=DIR] [work_dir=DIR]
     python -m normbench reproduce STUDY --check
     python -m normbench reproduce STUDY --regenerate
+    python -m normbench reproduce STUDY --plan [scale=...]
 
 Run: every part's grid runs as an Optuna study under `work_dir` (default runs/studies/, one SQLite file per
 part; or `sweep.storage`, shared by many machines), resumable: a second command picks up where the first
@@ -16,6 +17,11 @@ Check: regenerates everything from the committed records (no training, no databa
 folder and compares it with the committed files, byte for byte: tables, claims, provenance, README, the
 figures' data; the PNG/PDF images too when this matplotlib is the one that drew them (their bytes depend
 on its version). Exit code 0 when everything matches, 1 with the list of differences otherwise.
+
+Plan: before anything runs, the runs of every part, per claim the seed-to-seed spread and the smallest
+effect (or margin) the planned seeds resolve after Holm, flagging undecidable claims, and the CPU-hours
+estimated from committed runs (normbench.experiments.plan). `--check` and `--plan` also warn when another
+committed study holds the same runs (normbench.experiments.overlap).
 
 Regenerate: rewrites the generated files in place from the committed records (no training), e.g. after a
 change to how tables are drawn; `git diff` then shows exactly what changed.
@@ -34,7 +40,7 @@ from normbench.errors import ConfigError
 from normbench.experiments.spec import CANONICAL_SCALE, Experiment, available, load_experiment, repo_root
 from normbench.files import write_bytes_atomic, write_text_atomic
 
-FLAGS = ("--check", "--list", "--regenerate")
+FLAGS = ("--check", "--list", "--regenerate", "--plan")
 KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part")
 MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("png", "pdf")
@@ -108,6 +114,11 @@ def main(argv: list[str]) -> int:
         return check(exp, results_dir / exp.results_name)
     if args.mode == "regenerate":
         return regenerate(exp, results_dir / exp.results_name)
+    if args.mode == "plan":  # normbench.experiments.plan: runs, spread, resolvable effects; nothing runs
+        from normbench.experiments.plan import render_plan
+
+        print(render_plan(exp, results_dir))
+        return 0
     return run(exp, args, results_dir)
 
 
@@ -175,7 +186,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
     if exp.figures:
         written.append(write_text_atomic(out / "figures" / MANIFEST, json.dumps(manifest, indent=1,
                                                                                 sort_keys=True) + "\n"))
-    claims = evaluate_all(exp.claims, results)
+    claims = evaluate_all(exp.claims, results, exp.alpha)
     written.append(write_text_atomic(out / "claims.json",
                                      json.dumps([c.to_record() for c in claims], indent=1, sort_keys=True) + "\n"))
     prov = provenance(exp, rows)
@@ -192,8 +203,11 @@ def _matplotlib_version() -> str:
 
 
 def print_claims(claims: list[Any]) -> None:
+    from normbench.experiments.familywise import format_p
+
     for c in claims:
-        print(f"claim {c.id}: {c.verdict.upper()} - {c.detail}")
+        ps = f" (p = {format_p(c.p_value)}, Holm p = {format_p(c.p_holm)})" if c.evidence == "test" else ""
+        print(f"claim {c.id}: {c.verdict.upper()} - {c.detail}{ps}")
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -280,6 +294,10 @@ def check(exp: Experiment, folder: Path) -> int:
     for note in notes:
         print(note)
     print_claims(claims)
+    from normbench.experiments.overlap import overlap_warnings
+
+    for warning in overlap_warnings(folder.parent, exp.results_name):  # reported, not a failure (yet)
+        print(warning)
     if problems:
         for p in problems:
             print(f"DIFFERS: {p}")

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
+from normbench.experiments.protocols import fixed_optimizer_batch
 
 STUDY_KEYS = ("title", "question", "protocol", "declared", "parts", "tables", "figures", "claims", "references",
-              "scales")
+              "scales", "alpha")
 REQUIRED = ("title", "question", "protocol", "declared", "parts")
 CANONICAL_SCALE = "cpu"
 SCALE_KEYS = ("description", "base", "seeds", "gpu_hours")
@@ -67,6 +68,7 @@ class Experiment:
     claims: list[dict[str, Any]] = field(default_factory=list)
     references: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alpha: float = 0.05  # the family-wise error rate of the claims (Holm, normbench.experiments.familywise)
 
     @property
     def results_name(self) -> str:
@@ -136,6 +138,7 @@ def parse_experiment(name: str, raw: Any, path: Path, scale: str = CANONICAL_SCA
     """Validates a study mapping (see the module docstring); every problem is one ConfigError line."""
     from normbench.experiments.claims import check_claim
     from normbench.experiments.figures import check_figure
+    from normbench.experiments.protocols import check_contrasts
     from normbench.experiments.tables import check_table
 
     if not _NAME_RE.match(name):
@@ -174,6 +177,11 @@ def parse_experiment(name: str, raw: Any, path: Path, scale: str = CANONICAL_SCA
     _unique(name, "tables", [t["name"] for t in exp.tables])
     _unique(name, "figures", [f["name"] for f in exp.figures])
     _unique(name, "claims", [c["id"] for c in exp.claims])
+    alpha = raw.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise _fail(name, f"'alpha' (the claims' family-wise error rate) must be in (0, 1), got {alpha!r}")
+    exp.alpha = float(alpha)
+    check_contrasts(exp)  # one factor at a time, or a declared confound
     return exp
 
 
@@ -226,7 +234,7 @@ def _scales(study: str, raw: Any) -> dict[str, dict[str, Any]]:
 def _part_mapping(study: str, part: str, sweep: Any) -> dict[str, Any]:
     if not isinstance(sweep, Mapping):
         raise _fail(study, f"part '{part}' must be a sweep mapping (configs/sweep/ syntax), got {sweep!r}")
-    sweep = dict(sweep)
+    sweep = fixed_optimizer_batch(study, part, dict(sweep))
     if sweep.get("sampler", "grid") != "grid":
         raise _fail(study, f"part '{part}': a study runs grids (every point exactly once); got sampler "
                            f"{sweep['sampler']!r}")

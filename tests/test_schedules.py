@@ -62,12 +62,13 @@ def _run(out, *overrides: str, callbacks: tuple = ()):
 
 
 @pytest.mark.parametrize(("name", "warmup", "overrides", "total", "per_epoch"), [
-    ("cosine", 0, [], 12, 4),
+    # drop_last: 10 batches, windows of 5 and 5 (without it: 11 batches, 3 steps an epoch)
+    ("cosine", 0, ["data.drop_last=true", "trainer.accumulate_grad_batches=5"], 6, 2),
     ("cosine", 5, ["trainer.limit_train_batches=7"], 9, 3),  # 7 batches: windows 3, 3, 1
     ("linear", 3, ["trainer.max_steps=10", "optim.weight_decay=0.01", "optim.norm_weight_decay=0.0"], 10, 4),
     ("none", 4, [], 12, 4),
     ("none", 0, [], 12, 4),
-], ids=["cosine", "cosine-warmup-limit", "linear-warmup-max-steps-2-groups", "warmup-only", "constant"])
+], ids=["cosine-drop-last", "cosine-warmup-limit", "linear-warmup-max-steps-2-groups", "warmup-only", "constant"])
 def test_every_steps_rate_is_the_closed_form(name, warmup, overrides, total, per_epoch, tmp_path):
     result, log = _run(tmp_path, f"optim.scheduler={name}", f"optim.warmup_steps={warmup}", "logger=csv",
                        *overrides)

@@ -15,6 +15,7 @@ import torch
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.errors import ConfigError
+from normbench.overrides import differences
 from normbench.train import train
 from normbench.training.schedule import Schedule, run_steps
 from tests.helpers import TINY, CrashAtEpoch
@@ -165,3 +166,10 @@ def test_the_planned_steps_and_the_schedules_ends():
     assert Schedule("none", 4).factor(1000) == 1.0 and Schedule().factor(0) == 1.0
     with pytest.raises(ConfigError, match="warmup_steps=5 leaves no steps"):
         Schedule("cosine", 5, 5)
+
+
+def test_a_config_from_before_warm_up_existed_compares_as_no_warm_up():
+    """Checkpoints and sweep studies stored without optim.warmup_steps resume under its default, 0, only."""
+    old = {"optim": {"name": "sgd", "lr": 1.0, "scheduler": "none"}}
+    assert differences(old, {"optim": {**old["optim"], "warmup_steps": 0}}) == []
+    assert differences(old, {"optim": {**old["optim"], "warmup_steps": 5}}) == [("optim.warmup_steps", 0, 5)]

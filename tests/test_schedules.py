@@ -15,6 +15,7 @@ import torch
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.errors import ConfigError
+from normbench.overrides import differences
 from normbench.train import train
 from normbench.training.schedule import Schedule, run_steps
 from tests.helpers import TINY, CrashAtEpoch
@@ -62,12 +63,13 @@ def _run(out, *overrides: str, callbacks: tuple = ()):
 
 
 @pytest.mark.parametrize(("name", "warmup", "overrides", "total", "per_epoch"), [
-    ("cosine", 0, [], 12, 4),
+    # drop_last: 10 batches, windows of 5 and 5 (without it: 11 batches, 3 steps an epoch)
+    ("cosine", 0, ["data.drop_last=true", "trainer.accumulate_grad_batches=5"], 6, 2),
     ("cosine", 5, ["trainer.limit_train_batches=7"], 9, 3),  # 7 batches: windows 3, 3, 1
     ("linear", 3, ["trainer.max_steps=10", "optim.weight_decay=0.01", "optim.norm_weight_decay=0.0"], 10, 4),
     ("none", 4, [], 12, 4),
     ("none", 0, [], 12, 4),
-], ids=["cosine", "cosine-warmup-limit", "linear-warmup-max-steps-2-groups", "warmup-only", "constant"])
+], ids=["cosine-drop-last", "cosine-warmup-limit", "linear-warmup-max-steps-2-groups", "warmup-only", "constant"])
 def test_every_steps_rate_is_the_closed_form(name, warmup, overrides, total, per_epoch, tmp_path):
     result, log = _run(tmp_path, f"optim.scheduler={name}", f"optim.warmup_steps={warmup}", "logger=csv",
                        *overrides)
@@ -164,3 +166,10 @@ def test_the_planned_steps_and_the_schedules_ends():
     assert Schedule("none", 4).factor(1000) == 1.0 and Schedule().factor(0) == 1.0
     with pytest.raises(ConfigError, match="warmup_steps=5 leaves no steps"):
         Schedule("cosine", 5, 5)
+
+
+def test_a_config_from_before_warm_up_existed_compares_as_no_warm_up():
+    """Checkpoints and sweep studies stored without optim.warmup_steps resume under its default, 0, only."""
+    old = {"optim": {"name": "sgd", "lr": 1.0, "scheduler": "none"}}
+    assert differences(old, {"optim": {**old["optim"], "warmup_steps": 0}}) == []
+    assert differences(old, {"optim": {**old["optim"], "warmup_steps": 5}}) == [("optim.warmup_steps", 0, 5)]

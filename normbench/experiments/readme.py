@@ -133,7 +133,7 @@ def claims_summary(exp: Any, claims: list[Any]) -> str:
     if described:
         seen = sum(c.held is True for c in described)
         text += (f" {len(described)} claim{'s are' if len(described) > 1 else ' is'} descriptive (no test: "
-                 f"compared means, counts or ranks), shown but not counted as evidence: {seen} of "
+                 f"ranges or minima of means, counts), shown but not counted as evidence: {seen} of "
                  f"{len(described)} observed as stated.")
     return text
 

@@ -192,6 +192,7 @@ def test_replicate_re_runs_arms_and_reports_each_verdict_and_the_shift(tiny, tmp
     assert printed.count(": running") == 2 and "2 of 2 verdicts stand" in printed
     report = json.loads((out_dir / "replicate.json").read_text())
     assert report["trials"] == 2 and report["arms"] == {"norm": "gn"} and report["cpu_model"] == cpu_model()
+    assert report["bit_identical"] == 2
     assert [(c["id"], c["stands"]) for c in report["claims"]] == [("gn_vs_bn", True), ("bn_mean", True)]
     (arm,) = report["arm_shifts"]
     assert arm["arm"] == {"norm": "gn"}
@@ -228,7 +229,8 @@ def test_the_readme_lists_the_committed_replications(tiny, tmp_path, capsys):
     (tiny / "replications.json").write_text(json.dumps([entry]))
     assert main(["reproduce", "tiny", "scale=smoke", "--regenerate"]) == 0
     readme = (tiny / "README.md").read_text()
-    assert f"- replicated on: {cpu_model()} (" in readme and "arms norm=gn, 2 runs: 2 of 2 verdicts stand" in readme
+    assert f"- replicated on: {cpu_model()} (" in readme
+    assert "arms norm=gn, 2 runs, 2 bit-identical to the records: 2 of 2 verdicts stand" in readme
     capsys.readouterr()
     assert main(["reproduce", "tiny", "scale=smoke", "--check"]) == 0  # an input, like finding.md
 

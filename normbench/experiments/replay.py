@@ -116,11 +116,13 @@ def compare_records(stored: Mapping[str, Any], replayed: Mapping[str, Any]) -> t
     """(fields compared, the fields that moved, the largest absolute change first) between two records.
 
     The stored record's fields are compared; a field it lacks was added to the record after it was made
-    (readers take it as null) and is not compared.
+    (readers take it as null) and is not compared. A missing field reads as null on either side: a sweep's
+    pruner writes `pruned_at_epoch` (null when it did not prune), a replay runs without one.
     """
     a, b = flatten(stored), flatten(replayed)
     keys = sorted(a)
-    moved = [Moved(k, a[k], b.get(k, MISSING)) for k in keys if k not in b or not _same(a[k], b[k])]
+    moved = [Moved(k, a[k], b.get(k, MISSING)) for k in keys
+             if not _same(a[k], b.get(k)) and not (a[k] is None and k not in b)]
     moved.sort(key=lambda m: (-(abs(m.abs) if m.abs is not None else math.inf), m.field))
     return len(keys), moved
 
@@ -432,12 +434,14 @@ def replicate(exp: Any, folder: Path, part: str | None, arms: str | None, out: P
     arm_rows = []
     for g in groups:
         ng = select(fresh[part], g.values)[0]
-        arm_rows.append({"arm": dict(g.values),
-                         "shifts": [arm_shift(g, ng, m) for m in claim_metrics(exp.claims, part)]})
+        shifts = [arm_shift(g, ng, m) for m in claim_metrics(exp.claims, part)]
+        arm_rows.append({"arm": dict(g.values),  # a metric the arm does not have (gn: no EMA) is left out
+                         "shifts": [s for s in shifts if s["committed_mean"] is not None or s["new_mean"] is not None]})
+    identical = sum(not compare_records(by_number[int(r["number"])]["summary"], r["summary"])[1] for r in replaced)
     cpu_rec = sorted({str((r.get("summary") or {}).get("machine", {}).get("cpu_model")) for r in rows[part]})
     report = {
         "study": exp.name, "part": part, "arms": selector or "all", "cpu_model": cpu_model(),
-        "recorded_on": cpu_rec, "trials": len(replaced),
+        "recorded_on": cpu_rec, "trials": len(replaced), "bit_identical": identical,
         "claims": [{"id": a.id, "before": a.verdict, "after": b.verdict, "stands": a.verdict == b.verdict,
                     "detail_before": a.detail, "detail_after": b.detail} for a, b in zip(before, after, strict=True)],
         "arm_shifts": arm_rows,
@@ -466,7 +470,8 @@ def replication_entry(report: Mapping[str, Any], old_rows: list[dict[str, Any]],
     return {"cpu_model": report["cpu_model"], "part": report["part"],
             "arms": report["arms"] if isinstance(report["arms"], str) else
             ",".join(f"{k}={v}" for k, v in report["arms"].items()),
-            "trials": report["trials"], "numerics": fps, "date": dates[-1] if dates else None,
+            "trials": report["trials"], "bit_identical": report.get("bit_identical"),
+            "numerics": fps, "date": dates[-1] if dates else None,
             "verdicts_stand": sum(c["stands"] for c in claims), "claims": len(claims),
             "flipped": [f"{c['id']}: {c['before']} -> {c['after']}" for c in claims if not c["stands"]]}
 
@@ -483,7 +488,8 @@ def render_replicate(report: Mapping[str, Any]) -> str:
         f"{k}={v}" for k, v in report["arms"].items())
     out = [f"# Replication of {report['study']} (part {report['part']}, arms: {arms})", "",
            f"{report['trials']} trial(s) re-run on {report['cpu_model']} (recorded on "
-           f"{', '.join(report['recorded_on'])}); the claims evaluated with the new records in place of the "
+           f"{', '.join(report['recorded_on'])}), {report['bit_identical']} of them bit-identical to their records "
+           "(every field but time, paths, dates and host); the claims evaluated with the new records in place of the "
            "committed ones of these arms.", "", "## Claims", "",
            "| claim | committed | replicated | stands | replicated result |", "| :--- | :--- | :--- | :---: | :--- |"]
     for c in report["claims"]:
@@ -520,7 +526,8 @@ def replications_line(folder: Path) -> str | None:
     items = []
     for entry in entries:
         flipped = f"; flipped: {', '.join(entry['flipped'])}" if entry.get("flipped") else ""
+        same = "" if entry.get("bit_identical") is None else f", {entry['bit_identical']} bit-identical to the records"
         items.append(f"{entry.get('cpu_model')} ({entry.get('date')}; part {entry.get('part')}, arms "
-                     f"{entry.get('arms')}, {entry.get('trials')} runs: {entry.get('verdicts_stand')} of "
+                     f"{entry.get('arms')}, {entry.get('trials')} runs{same}: {entry.get('verdicts_stand')} of "
                      f"{entry.get('claims')} verdicts stand{flipped})")
     return "- replicated on: " + "; ".join(items) if items else None

@@ -184,6 +184,8 @@ FIELDS: tuple[Field, ...] = (
     _f("fast_dev_run", "boolean", NONE, "trainer.fast_dev_run: one batch of training and of each eval split, no "
        "measurements after epochs (a smoke test, not a result)", "train"),
     _f("deterministic", "string", NONE, "trainer.deterministic: true, false or warn (deterministic kernels)", "train"),
+    _f("numerics", "string", NONE, "the numerics fingerprint: numerics version/torch/CPU capability/deterministic "
+       "(normbench.numerics; a record without it is version 1)", "train"),
     _f("checkpoint", "string", NONE, "the run's last.ckpt, rewritten after every epoch (null: "
        "trainer.checkpoint=false)", "train"),
     _f("resumed_from", "string", NONE, "the checkpoint the run resumed from (trainer.ckpt_path; null: started "

@@ -27,6 +27,7 @@ from normbench.files import check_output_dir, write_json_atomic
 from normbench.models import build_model
 from normbench.norms import NORMS, norm_factory
 from normbench.norms.per_device import per_device
+from normbench.numerics import fingerprint as numerics_fingerprint
 from normbench.run_facts import (
     effective_batch_size,
     norm_batch_size,
@@ -392,6 +393,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "max_steps": cfg.trainer.max_steps,
         "fast_dev_run": fast,
         "deterministic": str(cfg.trainer.deterministic).lower(),  # true, false or warn
+        "numerics": numerics_fingerprint(cfg.trainer.deterministic),  # code path + kernels behind the numbers
         "checkpoint": str(out_dir / LAST) if cfg.trainer.checkpoint and not fast else None,
         "resumed_from": None if ckpt_path is None else str(ckpt_path),
         "resumed_from_step": resumed_step,

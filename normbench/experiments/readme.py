@@ -57,7 +57,8 @@ def _cell(text: str) -> str:
 
 
 def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[dict, str]],
-           figures: list[tuple[dict, Any]], prov: dict[str, Any]) -> str:
+           figures: list[tuple[dict, Any]], prov: dict[str, Any], replicated: str | None = None) -> str:
+    """The README; `replicated`: the "replicated on" line (normbench.experiments.replay.replications_line)."""
     name = exp.name
     out = [f"# {exp.title}", "", f"**Question.** {exp.question}", "", "## Finding", ""]
     out.append(fill_finding(finding, claims, name).strip() if finding else
@@ -97,6 +98,8 @@ def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[
     code = ", ".join(f"`{c['git_sha'][:10] if c.get('git_sha') else 'unknown'}`"
                      f"{' (uncommitted changes)' if c.get('git_dirty') else ''}" for c in prov["code"])
     out.append(f"- code: {code}")
+    if prov.get("numerics"):
+        out.append(f"- numerics fingerprint: {', '.join(f'`{f}`' for f in prov['numerics'])} (normbench.numerics)")
     for v in prov["versions"]:
         out.append(f"- versions: python {v.get('python')}, torch {v.get('torch')}, lightning {v.get('lightning')}, "
                    f"numpy {v.get('numpy')}, normbench {v.get('normbench')}")
@@ -104,6 +107,8 @@ def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[
         out.append(f"- machine: {m.get('cpu_model')} ({m.get('cpu_count')} logical cores), {m.get('accelerator')}"
                    f"{'' if m.get('device') in (None, 'cpu') else ' ' + str(m.get('device'))}, "
                    f"{m.get('threads')} thread(s) per run")
+    if replicated:
+        out.append(replicated)
     t = prov["time"]
     w = t["trial_wall_s"]
     out.append(f"- time: {w['n']} runs, {w['total'] / 3600:.2f} h of run wall time (median {w['median']} s per run), "

@@ -6,6 +6,8 @@
     python -m normbench reproduce STUDY --check
     python -m normbench reproduce STUDY --regenerate
     python -m normbench reproduce STUDY --plan [scale=...]
+    python -m normbench reproduce STUDY --replay [N] [trial=PART:NUMBER,...] [work_dir=DIR]
+    python -m normbench reproduce STUDY --replicate [part=NAME] [arms=KEY=VALUE,...] [work_dir=DIR]
 
 Run: every part's grid runs as an Optuna study under `work_dir` (default runs/studies/, one SQLite file per
 part; or `sweep.storage`, shared by many machines), resumable: a second command picks up where the first
@@ -25,6 +27,9 @@ committed study holds the same runs (normbench.experiments.overlap).
 
 Regenerate: rewrites the generated files in place from the committed records (no training), e.g. after a
 change to how tables are drawn; `git diff` then shows exactly what changed.
+
+Replay and replicate re-run committed trials on this machine (never writing under results/) and compare
+them with their records: normbench.experiments.replay.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from normbench.errors import ConfigError
 from normbench.experiments.spec import CANONICAL_SCALE, Experiment, available, load_experiment, repo_root
 from normbench.files import write_bytes_atomic, write_text_atomic
 
-FLAGS = ("--check", "--list", "--regenerate", "--plan")
-KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part")
+INPUTS = ("finding.md", "replications.json")  # written by people, read by generate(): never generated
+FLAGS = ("--check", "--list", "--regenerate", "--plan", "--replay", "--replicate")
+KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part", "trial",
+        "arms")
 MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("png", "pdf")
 
@@ -57,10 +64,21 @@ class Args:
     storage: str | None = None
     max_trials: int | None = None  # per part and invocation: run a study in chunks
     part: str | None = None
+    replay_n: int = 1  # --replay N
+    trial: str | None = None  # --replay: PART:NUMBER,...
+    arms: str | None = None  # --replicate: KEY=VALUE,...
 
 
 def parse(args: list[str]) -> Args:
     """Parses the command line; every problem is one ConfigError line listing what is accepted."""
+    replay_n = None
+    if "--replay" in args:  # `--replay N`: the count belongs to the flag
+        i = args.index("--replay")
+        if i + 1 < len(args) and args[i + 1].lstrip("-").isdigit():
+            replay_n = int(args[i + 1])
+            if replay_n < 1:
+                raise ConfigError(f"--replay N: N must be an integer >= 1, got {replay_n}")
+            args = args[:i + 1] + args[i + 2:]
     flags = [a for a in args if a.startswith("--")]
     for f in flags:
         if f not in FLAGS:
@@ -71,6 +89,8 @@ def parse(args: list[str]) -> Args:
     names = [a for a in rest if "=" not in a]
     out = Args(mode=flags[0].lstrip("-") if flags else "run",
                study=names[0] if names else None)
+    if replay_n is not None:
+        out.replay_n = replay_n
     if len(names) > 1:
         raise ConfigError(f"'reproduce' takes one study, got {', '.join(names)}")
     for text in rest:
@@ -96,6 +116,16 @@ def parse(args: list[str]) -> Args:
     if not out.study:
         raise ConfigError(f"'reproduce' needs a study; accepted: {', '.join(available()) or '(none)'} "
                           "(or --list)")
+    if out.mode in ("replay", "replicate"):
+        allowed = {"replay": ("trial", "work_dir"), "replicate": ("part", "arms", "work_dir")}[out.mode]
+        for key in ("trial", "arms", "part", "storage", "max_trials"):
+            if getattr(out, key) and key not in allowed:
+                raise ConfigError(f"--{out.mode} takes {', '.join(allowed)} (and scale=, results_dir=), not {key}")
+        if out.n_workers != 1:
+            raise ConfigError(f"--{out.mode} runs its trials one after another here; it takes no sweep.n_workers")
+        return out
+    if out.trial or out.arms:
+        raise ConfigError("trial= goes with --replay, arms= with --replicate")
     if out.mode != "run" and (out.n_workers != 1 or out.storage or out.work_dir or out.part or out.max_trials):
         raise ConfigError(f"--{out.mode} reads the committed records only; it takes scale= and results_dir= alone")
     return out
@@ -119,7 +149,22 @@ def main(argv: list[str]) -> int:
 
         print(render_plan(exp, results_dir))
         return 0
+    if args.mode in ("replay", "replicate"):
+        return replay_or_replicate(exp, args, results_dir)
     return run(exp, args, results_dir)
+
+
+def replay_or_replicate(exp: Experiment, args: Args, results_dir: Path) -> int:
+    """--replay / --replicate: normbench.experiments.replay (checked before any training)."""
+    from normbench.experiments import replay as rp
+
+    folder = results_dir / exp.results_name
+    rp.check_work_dir(args.work_dir, results_dir)
+    if args.mode == "replay":
+        wanted = rp.parse_trials(args.trial, list(exp.parts)) if args.trial else None
+        return rp.replay(exp, folder, args.replay_n, wanted, args.work_dir)
+    out = args.work_dir or repo_root() / "runs" / "replicate" / exp.results_name
+    return rp.replicate(exp, folder, args.part, args.arms, out)
 
 
 def regenerate(exp: Experiment, folder: Path) -> int:
@@ -129,7 +174,7 @@ def regenerate(exp: Experiment, folder: Path) -> int:
     keep = {p.resolve() for p in written}
     for old in sorted(folder.rglob("*")):
         rel = old.relative_to(folder)
-        if old.is_file() and rel.parts[0] != "records" and rel.name != "finding.md" and old.resolve() not in keep:
+        if old.is_file() and rel.parts[0] != "records" and rel.name not in INPUTS and old.resolve() not in keep:
             old.unlink()
             print(f"removed {old} (no longer generated)")
     for path in written:
@@ -155,6 +200,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
     from normbench.experiments.provenance import to_json as prov_json
     from normbench.experiments.readme import read_finding, render
     from normbench.experiments.records import read_records, results_from_records
+    from normbench.experiments.replay import replications_line
     from normbench.experiments.tables import build_study_table
     from normbench.report.figures import render as render_image
     from normbench.report.render import render_latex, render_markdown
@@ -192,7 +238,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
     prov = provenance(exp, rows)
     written.append(write_text_atomic(out / "provenance.json", prov_json(prov)))
     written.append(write_text_atomic(out / "README.md", render(exp, read_finding(src), claims, tables, figures,
-                                                               prov)))
+                                                               prov, replications_line(src))))
     return written, claims
 
 
@@ -334,7 +380,7 @@ def compare(new_dir: Path, old_dir: Path, written: list[Path]) -> tuple[list[str
     produced = {p.relative_to(new_dir) for p in written}
     for old in sorted(old_dir.rglob("*")):
         rel = old.relative_to(old_dir)
-        if old.is_file() and rel.parts[0] != "records" and rel.name != "finding.md" and rel not in produced:
+        if old.is_file() and rel.parts[0] != "records" and rel.name not in INPUTS and rel not in produced:
             problems.append(f"{rel} (committed but no longer generated)")
     return problems, notes
 

@@ -150,8 +150,9 @@ def build_figure(name: str, tuning: Tuning, arms: list[ArmSummary]) -> Any:
                              starred=[p[2] for p in points]))
     if not series:
         return Figure(name, title, skipped="no tuning configuration completed")
-    data = FigureData(name, title, [Panel(xlabel=f"{key} (log scale)", ylabel=_error_label(tuning), series=series,
-                                          xscale="log10")])
+    dist = tuning.raw["space"][key]
+    xlabel = f"{key} (log scale; searched {dist['low']:g} to {dist['high']:g})"
+    data = FigureData(name, title, [Panel(xlabel=xlabel, ylabel=_error_label(tuning), series=series, xscale="log10")])
     return Figure(name, title, fig=draw(data), data=data)
 
 

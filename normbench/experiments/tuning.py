@@ -52,8 +52,7 @@ class Tuning:
     objective: str
     direction: str
     seeds: list[int]
-    space_keys: list[str] = field(default_factory=list)
-    log_keys: list[str] = field(default_factory=list)
+    space_keys: list[str] = field(default_factory=list)  # the searched keys, as declared
 
     @property
     def curve_key(self) -> str:
@@ -128,8 +127,7 @@ def parse_tuning(study: str, part: str, raw: Any, base: Mapping[str, Any], grid:
     except ConfigError as e:
         raise _fail(study, part, str(e).split(": ", 1)[-1]) from None
     tuning = Tuning(raw=settings, trials=trials, objective=objective, direction=probe.direction,
-                    seeds=list(probe.seeds), space_keys=[s.key for s in probe.space],
-                    log_keys=[s.key for s in probe.space if s.log])
+                    seeds=list(probe.seeds), space_keys=[s.key for s in probe.space])
     return tuning, (float(val_fraction) if val_fraction is not None else None)
 
 

@@ -263,3 +263,44 @@ def test_ties_go_to_the_smaller_value(tmp_path):
     tuning = parse_experiment("tuned", _study(), tmp_path / "t.yaml").tuning["main"]
     rows = _rows([(2.0, "COMPLETE", 0.7), (0.3, "COMPLETE", 0.7), (0.1, "COMPLETE", 0.5)])
     assert best_config(config_rows(rows, tuning), tuning)["params"] == {"optim.lr": 0.3}
+
+
+def test_with_several_tuning_seeds_a_configuration_counts_only_when_every_seed_completed(tmp_path):
+    from normbench.experiments.tuning import best_config, config_rows
+
+    tuning = parse_experiment("tuned", _study(seeds=[100, 101]), tmp_path / "t.yaml").tuning["main"]
+    rows = [{"number": i, "state": state, "params": {"norm": "bn", "optim.lr": lr, "seed": seed},
+             "summary": {"val_acc": acc} if acc is not None else None}
+            for i, (lr, seed, state, acc) in enumerate([(0.1, 100, "COMPLETE", 0.6), (0.1, 101, "COMPLETE", 0.8),
+                                                        (1.0, 100, "COMPLETE", 0.9), (1.0, 101, "FAIL", None),
+                                                        (0.3, 100, "COMPLETE", 0.65), (0.3, 101, "COMPLETE", 0.7)])]
+    configs = config_rows(rows, tuning)
+    assert [c["value"] for c in configs] == [pytest.approx(0.7), None, pytest.approx(0.675)]
+    assert best_config(configs, tuning)["params"] == {"optim.lr": 0.1}  # the mean over seeds, never one seed
+
+
+def test_the_final_grid_keeps_the_tuned_lr_unscaled_under_lr_scaling():
+    """A tuned lr is the rate at lr_scaling's base batch, like a searched one: the final runs scale it once
+    (a swept optim.lr used to be stored already scaled, then scaled again by each trial)."""
+    from normbench.experiments.tuning import final_spec
+    from normbench.sweep.plan import make_plan
+    from normbench.sweep.spec import parse_spec
+
+    spec = parse_spec("s", {"base": {"data": "synthetic", "data.batch_size": 64, "data.val_fraction": 0.25},
+                            "grid": {"norm": ["bn", "gn"]}, "lr_scaling": {"base_batch_size": 256}})
+    plan = make_plan(final_spec(spec, [{"norm": "bn"}, {"norm": "gn"}], [{"optim.lr": 0.4}, {"optim.lr": 2.0}]), [])
+    assert [c["optim.lr"] for c in plan.combos] == [0.4, 2.0]
+    cfg, _ = plan.composer.compose(plan.replicas()[1])
+    assert cfg.optim.lr == pytest.approx(2.0 * 64 / 256)
+
+
+def test_a_grid_over_optim_lr_under_lr_scaling_is_scaled_once():
+    from normbench.sweep.plan import make_plan
+    from normbench.sweep.spec import parse_spec
+
+    spec = parse_spec("s", {"base": {"data": "synthetic", "data.batch_size": 64, "data.val_fraction": 0.25},
+                            "grid": {"optim.lr": [0.4, 2.0]},
+                            "lr_scaling": {"base_batch_size": 256}})
+    plan = make_plan(spec, [])
+    assert [c["optim.lr"] for c in plan.combos] == [0.4, 2.0]  # the declared rates, as the trials' params
+    assert [plan.composer.compose(p)[0].optim.lr for p in plan.replicas()] == pytest.approx([0.1, 0.5])

@@ -163,6 +163,11 @@ FIELDS: tuple[Field, ...] = (
     # --- a sweep's pruner
     _f("pruned_at_epoch", "integer", COUNT, "the epoch a sweep's pruner stopped the run at (null: not pruned)",
        "pruning"),
+    # --- a study part's per-arm tuning (normbench.experiments.tuning): the final runs at each arm's choice
+    _f("tuned", "object", NONE, "{key: value} the per-arm tuning chose for this run's arm (null: not tuned)",
+       "tuning"),
+    _f("tuning_trials", "integer", COUNT, "configurations the arm's tuning tried before choosing", "tuning"),
+    _f("tuning_study", "string", NONE, "the Optuna study of the arm's tuning", "tuning"),
     # --- what ran
     _f("epochs", "integer", COUNT, "training epochs run", "train", headline=True),
     _f("optimizer_steps", "integer", COUNT, "optimizer steps taken", "train"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from normbench import record
+from normbench.sweep.fixed_fields import FixedFields
 from normbench.sweep.pruning import PruningCallback
 from normbench.train import train
 
@@ -21,7 +22,9 @@ def test_every_key_a_run_writes_is_declared(tiny_cfg):
     pruning = PruningCallback(study.ask(), "val_acc", prune=False)
     cfg = tiny_cfg("trainer.max_epochs=2", "data.val_fraction=0.25", "calib.recalibrate=true",
                    "calib.precise_test_every_epoch=true")
-    result = train(cfg, callbacks=[pruning])
+    # a study's final run after per-arm tuning: what the tuning chose (normbench.experiments.tuning)
+    tuned = FixedFields({"tuned": {"optim.lr": 0.5}, "tuning_trials": 6, "tuning_study": "s-main-tune-bn"})
+    result = train(cfg, callbacks=[pruning, tuned])
     written = json.loads((result.out_dir / "summary.json").read_text())
     assert record.problems(written) == []
     assert {"val_acc", "train_acc_ema", "pruned_at_epoch", "test_acc_precise"} <= set(written)

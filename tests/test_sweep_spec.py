@@ -40,7 +40,7 @@ SEARCH = {"sampler": "tpe", "n_configs": 3, "space": {"optim.lr": {"type": "floa
     ({"grid": {"model": "all", "optim.lr": "all"}}, r"grid 'optim.lr': 'all' only works for a registry group"),
     ({"seeds": []}, r"seeds must be a non-empty list"),
     ({"seeds": [0, 0]}, r"seeds lists a seed twice"),
-    ({"sampler": "grid-search"}, r"sampler must be one of grid, tpe, random; got 'grid-search'"),
+    ({"sampler": "grid-search"}, r"sampler must be one of grid, tpe, random, qmc; got 'grid-search'"),
     ({**GRID, "space": SEARCH["space"]}, r"sampler grid takes no space"),
     ({"sampler": "tpe", "space": SEARCH["space"]}, r"sampler tpe needs n_configs"),
     ({"sampler": "tpe", "n_configs": 2}, r"sampler tpe needs a space of distributions"),

@@ -13,7 +13,9 @@ Run: every part's grid runs as an Optuna study under `work_dir` (default runs/st
 part; or `sweep.storage`, shared by many machines), resumable: a second command picks up where the first
 stopped and only missing points run. When every point of every part has finished, the trial records are
 exported to `results_dir`/<study>/records/ and the tables, figures, claims, provenance and README are
-generated from them. An incomplete study writes nothing under results/.
+generated from them. An incomplete study writes nothing under results/. A part with a `tuning:` block first
+tunes each arm in its own study, then runs its seeds at each arm's choice (normbench.experiments.tuning);
+its tuning trials go to records/<part>-tuning.jsonl.
 
 Check: regenerates everything from the committed records (no training, no database) into a temporary
 folder and compares it with the committed files, byte for byte: tables, claims, provenance, README, the
@@ -202,6 +204,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
     from normbench.experiments.records import read_records, results_from_records
     from normbench.experiments.replay import replications_line
     from normbench.experiments.tables import build_study_table
+    from normbench.experiments.tuning_report import tuning_outputs
     from normbench.report.figures import render as render_image
     from normbench.report.render import render_latex, render_markdown
 
@@ -218,8 +221,15 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
         tables.append((entry, md))
     figures = []
     manifest: dict[str, Any] = {"matplotlib": _matplotlib_version(), "images": {}}
-    for entry in exp.figures:
-        fig = build_study_figure(exp, entry, results[entry["part"]])
+    study_figures = [(entry, build_study_figure(exp, entry, results[entry["part"]])) for entry in exp.figures]
+    for part in exp.tuning:  # per-arm tuning: its table and curve, from records/<part>-tuning.jsonl
+        name, table, fig, (table_caption, fig_caption) = tuning_outputs(exp, part, src)
+        md = render_markdown(table)
+        written.append(write_text_atomic(out / f"{name}.md", md))
+        written.append(write_text_atomic(out / f"{name}.tex", render_latex(table, label=f"tab:{exp.name}:{name}")))
+        tables.append(({"name": name, "caption": table_caption}, md))
+        study_figures.append(({"name": name, "caption": fig_caption}, fig))
+    for entry, fig in study_figures:
         figures.append((entry, fig))
         if fig.fig is None:
             continue
@@ -229,7 +239,7 @@ def generate(exp: Experiment, src: Path, out: Path) -> tuple[list[Path], list[An
             path = out / "figures" / f"{entry['name']}.{fmt}"
             written.append(write_bytes_atomic(path, data))
             manifest["images"][path.name] = hashlib.sha256(data).hexdigest()
-    if exp.figures:
+    if study_figures:
         written.append(write_text_atomic(out / "figures" / MANIFEST, json.dumps(manifest, indent=1,
                                                                                 sort_keys=True) + "\n"))
     claims = evaluate_all(exp.claims, results, exp.alpha)
@@ -261,12 +271,14 @@ def print_claims(claims: list[Any]) -> None:
 
 def run(exp: Experiment, args: Args, results_dir: Path) -> int:
     """Runs the study's parts (resumable), then writes results_dir/<study>/ when every point finished."""
+    from normbench.experiments import tuning
     from normbench.experiments.records import write_records
     from normbench.results import storage_url
     from normbench.sweep.plan import make_plan
     from normbench.sweep.runner import describe, run_plan
 
     work = args.work_dir or repo_root() / "runs" / "studies"
+    overrides = [f"results_dir={work}"]
     plans = {}
     for part, spec in exp.parts.items():  # every part composed and checked before anything runs
         if args.part is not None and part != args.part:
@@ -274,23 +286,34 @@ def run(exp: Experiment, args: Args, results_dir: Path) -> int:
         spec.n_workers = args.n_workers
         spec.storage = args.storage
         spec.max_trials = args.max_trials
-        plan = make_plan(spec, [f"results_dir={work}"])
+        plan = make_plan(spec, overrides)
+        if part in exp.tuning:
+            tuning.plan_arms(spec, exp.tuning[part], overrides, work)
         plans[part] = (plan, storage_url(work, spec.study, spec.storage))
     code = 0
     for part, (plan, url) in plans.items():
+        if part in exp.tuning:  # per-arm tuning first, then the part's seeds at each arm's choice
+            print(f"study {exp.name}, part {part}: tuned per arm, then {describe(plan, url)}", flush=True)
+            code = max(code, tuning.run_tuned_part(plan.spec, exp.tuning[part], overrides, work,
+                                                   lambda text: print(text, flush=True)))
+            continue
         print(f"study {exp.name}, part {part}: {describe(plan, url)}", flush=True)
         code = max(code, run_plan(plan, url))
-    finished = {}
+    finished, tuned = {}, {}
     for part, spec in exp.parts.items():
         trials, missing = _finished_trials(spec, work)
-        if missing:
-            print(f"study {exp.name}: part {part} has {missing} point(s) not finished; rerun the same command to "
-                  "resume. Nothing was written under results/.", flush=True)
+        rows = tuning.tuning_rows(spec, exp.tuning[part], overrides, work) if part in exp.tuning else {}
+        if missing or rows is None:
+            what = "per-arm tuning" if rows is None else f"{missing} point(s)"
+            print(f"study {exp.name}: part {part} has {what} not finished; rerun the same command to resume. Nothing "
+                  "was written under results/.", flush=True)
             return max(code, 1)
-        finished[part] = trials
+        finished[part], tuned[part] = trials, rows
     out = results_dir / exp.results_name
     for part, trials in finished.items():
         write_records(out / "records" / f"{part}.jsonl", trials)
+        if part in exp.tuning:
+            tuning.write_tuning_records(tuning.records_path(out, part), tuned[part])
     written, claims = generate(exp, out, out)
     for path in written:
         print(f"wrote {path}")

@@ -6,6 +6,8 @@
     declared: 2026-11-30                 # the claims were written on this date, before any run
     parts:                               # the sweeps the study runs: sweep-file mappings (configs/sweep/)
       paper: {base: {...}, grid: {...}, seeds: 5, lr_scaling: {base_batch_size: 256}}
+      # a part may tune its nuisance hyperparameters per arm: `tuning: {space, trials, ...}`
+      # (normbench.experiments.tuning)
     tables:                              # results/<study>/<name>.md and .tex
       - {name: table, part: paper, caption: ..., layout: pivot, rows: norm, cols: data.batch_size, ...}
     figures:                             # results/<study>/figures/<name>.png|pdf (+ <name>.json, the data)
@@ -69,6 +71,7 @@ class Experiment:
     references: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
     alpha: float = 0.05  # the family-wise error rate of the claims (Holm, normbench.experiments.familywise)
+    tuning: dict[str, Any] = field(default_factory=dict)  # part -> its per-arm tuning (experiments.tuning.Tuning)
 
     @property
     def results_name(self) -> str:
@@ -80,7 +83,8 @@ class Experiment:
         return f"{self.results_name}-{part}"
 
     def trials_planned(self) -> int:
-        return sum(len(s.seeds) * max(1, _grid_size(s)) for s in self.parts.values())
+        tuning = sum(t.trials * len(t.seeds) * max(1, _grid_size(self.parts[p])) for p, t in self.tuning.items())
+        return tuning + sum(len(s.seeds) * max(1, _grid_size(s)) for s in self.parts.values())
 
 
 def _grid_size(spec: Any) -> int:
@@ -169,6 +173,8 @@ def parse_experiment(name: str, raw: Any, path: Path, scale: str = CANONICAL_SCA
         if not isinstance(part, str) or not _NAME_RE.match(part):
             raise _fail(name, f"part name {part!r} must be lower-case letters, digits and '_'")
         exp.raw_parts[part] = _part_mapping(name, part, sweep)
+        if "tuning" in exp.raw_parts[part]:
+            exp.tuning[part] = _part_tuning(name, part, exp.raw_parts[part])
         exp.parts[part] = _part_spec(exp, part, exp.raw_parts[part], scales[scale])
     exp.references = _mapping(name, "references", raw.get("references"))
     exp.tables = [check_table(exp, t, i) for i, t in enumerate(_list(name, "tables", raw.get("tables")))]
@@ -244,6 +250,18 @@ def _part_mapping(study: str, part: str, sweep: Any) -> dict[str, Any]:
                                "of a study's protocol")
     sweep.setdefault("objective", "test_acc")  # a grid's objective drives nothing; the test set is fine
     return sweep
+
+
+def _part_tuning(study: str, part: str, sweep: dict[str, Any]) -> Any:
+    """Takes the part's `tuning:` block out of its sweep mapping (normbench.experiments.tuning); the validation
+    split it needs goes into the part's base, so the final runs train on the same samples as the tuning."""
+    from normbench.experiments.tuning import parse_tuning
+
+    base = dict(sweep.get("base") or {})
+    tuning, val_fraction = parse_tuning(study, part, sweep.pop("tuning"), base, sweep.get("grid"))
+    if val_fraction is not None:
+        sweep["base"] = {**base, "data.val_fraction": val_fraction}
+    return tuning
 
 
 def _part_spec(exp: Experiment, part: str, sweep: dict[str, Any], scale: dict[str, Any]) -> Any:

@@ -171,6 +171,8 @@ class Plan:
     combos: list[dict[str, Any]]
     distributions: dict[str, Any]
     threads_auto: bool = False  # trainer.threads was null: the sweep chose it (a resume adopts the study's)
+    # {config_id: fields} added to the run record of each trial of that configuration (e.g. what tuning chose)
+    record_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def set_wandb_run(self, group: str) -> None:
         """With logger=wandb, every trial's W&B run is in `group` (the study's, unless the command line set
@@ -274,7 +276,8 @@ def make_plan(spec: SweepSpec, run_overrides: list[str]) -> Plan:
     combos: list[dict[str, Any]] = []
     seen: dict[str, dict[str, Any]] = {}
     for raw in spec.grid_combinations():
-        cfg = _compose_checked(composer, {**raw, **first_sample, "seed": spec.seeds[0]})
+        # unscaled: a swept optim.lr is the rate at lr_scaling's base batch size, which every trial scales itself
+        cfg = _compose_checked(composer, {**raw, **first_sample, "seed": spec.seeds[0]}, scale_lr=False)
         # a group's file name (aliases canonical: batch_norm -> bn), not the entry it names: a user file
         # norm/my_norm.yaml with `name: gn` stays my_norm, with its own options
         canonical = {k: check_group_choice(k, v, search) if is_group_key(k) and isinstance(v, str) else read_key(cfg, k)

@@ -16,10 +16,10 @@ A sweep file declares which config keys vary and how; everything else comes from
       optim.lr: {type: float, low: 0.05, high: 2.0, log: true}
       data.batch_size: {type: categorical, choices: [16, 32, 64]}
     seeds: [0, 1, 2]               # a grid dimension: every configuration gets every seed
-    sampler: grid                  # grid | tpe | random
-    n_configs: 40                  # tpe/random: sampled configurations (each kept one runs every seed)
+    sampler: grid                  # grid | tpe | random | qmc (scrambled Sobol: lead k is the sequence's point k)
+    n_configs: 40                  # tpe/random/qmc: sampled configurations (each kept one runs every seed)
     objective: val_acc             # a summary.json field; direction: maximize | minimize
-    pruner: none                   # none | median | hyperband (+ pruner_options)
+    pruner: none                   # none | median | successive_halving | hyperband (+ pruner_options)
     lr_scaling: {base_batch_size: 256}   # optional linear scaling rule for optim.lr
 
 `table:` and `report:` mappings are kept as they are for the report commands. Every top-level key
@@ -124,12 +124,12 @@ class SweepSettings:
     description: str | None = None
     # The Optuna study and the folder `<results_dir>/<study>/` (null: the sweep's name; see `SweepSpec.study`)
     study_name: str | None = None
-    sampler: Literal["grid", "tpe", "random"] = "grid"
+    sampler: Literal["grid", "tpe", "random", "qmc"] = "grid"
     sampler_seed: int = option(0, low=0)
     n_configs: int | None = option(None, low=1)
     objective: str = "val_acc"
     direction: Literal["maximize", "minimize"] = "maximize"
-    pruner: Literal["none", "median", "hyperband"] = "none"
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
     n_workers: int = option(1, low=1)
     # GPUs: worker k runs on CUDA device (k // trials_per_device) (one small trial cannot fill a GPU);
     # null: every worker sees every device. No effect on a machine without CUDA.
@@ -357,13 +357,16 @@ def _check_options(sweep: str, what: str, options: Any, cls: type[Any] | None) -
 def sampler_class(name: str):
     import optuna
 
-    return {"grid": None, "tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[name]
+    return {"grid": None, "tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "qmc": optuna.samplers.QMCSampler}[name]
 
 
 def pruner_class(name: str):
     import optuna
 
-    return {"none": None, "median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner}[name]
+    return {"none": None, "median": optuna.pruners.MedianPruner,
+            "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+            "hyperband": optuna.pruners.HyperbandPruner}[name]
 
 
 @overload
@@ -461,7 +464,7 @@ def _check_consistency(spec: SweepSpec) -> None:
             seen[k] = where
     if spec.is_grid:
         if spec.space:
-            raise _fail(name, "sampler grid takes no space; use sampler: tpe or random to search distributions")
+            raise _fail(name, "sampler grid takes no space; use sampler: tpe, random or qmc to search distributions")
         if spec.n_configs is not None:
             raise _fail(name, "n_configs is for sampler tpe/random; a grid runs every combination")
     else:

@@ -127,11 +127,17 @@ def _sqlite_wal(path: Path) -> None:
         conn.close()
 
 
-def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, seed: int, index: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of lead `index` (a fresh one per lead), seeded `seed`; qmc: point `index` of the scrambled Sobol
+    sequence of sampler_seed (normbench.sweep.qmc)."""
     cls = sampler_class(spec.sampler)
     if cls is None:  # grid: every trial is enqueued with all its params; nothing is sampled
         return optuna.samplers.RandomSampler(seed=seed)
     options = dict(spec.sampler_options)
+    if spec.sampler == "qmc":
+        from normbench.sweep.qmc import LeadQMCSampler
+
+        return LeadQMCSampler({s.key: s.distribution() for s in spec.space}, index, spec.sampler_seed, **options)
     if cls is optuna.samplers.TPESampler:
         options.setdefault("constant_liar", True)  # running trials count as bad guesses: workers spread out
     return cls(seed=seed, **options)
@@ -375,7 +381,7 @@ class SweepStudy:
     def _sample_lead(self) -> tuple[optuna.Trial, dict[str, Any]]:
         n = self._n_leads()
         # A fresh sampler per lead, seeded by the lead's index: the same search with 1 or N workers.
-        self.study.sampler = make_sampler(self.spec, self.spec.sampler_seed + n)
+        self.study.sampler = make_sampler(self.spec, self.spec.sampler_seed + n, index=n)
         first = self.plan.replicas()[0]
         fixed = self.optuna_params(first)
         if fixed:  # the lead's grid combination is fixed; the searched keys are sampled

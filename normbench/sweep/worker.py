@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from normbench.errors import ConfigError, RunFault
 from normbench.faults import as_fault
 from normbench.results import store_summary
-from normbench.sweep.plan import command_line
+from normbench.sweep.plan import command_line, config_id
 from normbench.sweep.storage import StorageUnreachable
 from normbench.sweep.study import SweepStudy
 
@@ -230,7 +230,13 @@ class Worker:
         # Searches prune a configuration on its lead trial; its other seeds then run to the end.
         prunable = spec.pruner != "none" and (spec.is_grid or bool(trial.user_attrs.get("lead")))
         pruning = PruningCallback(trial, spec.objective, prune=prunable)
-        result = train(cfg, callbacks=[pruning])  # finishes its W&B run: the next trial starts a new one
+        callbacks: list[Any] = [pruning]
+        fields = ss.plan.record_fields.get(config_id(params))
+        if fields:
+            from normbench.sweep.fixed_fields import FixedFields
+
+            callbacks.append(FixedFields(fields))
+        result = train(cfg, callbacks=callbacks)  # finishes its W&B run: the next trial starts a new one
         summary = result.summary
         store_summary(trial, summary, spec.objective)
         if summary.get("status") == "diverged":

@@ -27,6 +27,7 @@ import lightning as L
 import torch
 
 from normbench.errors import ConfigError
+from normbench.models.norm_act import with_legacy_norm_act
 from normbench.overrides import NEUTRAL_KEYS, differences, under
 
 LAST = "last.ckpt"
@@ -82,7 +83,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[t
     free: tuple[str, ...] = NEUTRAL_KEYS
     if ((current.get("optim") or {}).get("scheduler") or "none") == "none":
         free = (*free, *RUN_LENGTH)
-    return [d for d in differences(saved, current) if not under(d[0], free)]
+    return [d for d in differences(with_legacy_norm_act(saved), current) if not under(d[0], free)]
 
 
 def resume_problem(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> str | None:

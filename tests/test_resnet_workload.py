@@ -13,7 +13,7 @@ from normbench.models.norm_act import with_legacy_norm_act
 from normbench.norms.naming import norm_layers
 from normbench.train import train
 from normbench.training.checkpoint import config_differences
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, requires_fmnist, run_cli
 
 REPLACING = ("frn", "evonorm_b0", "evonorm_s0")
 
@@ -153,15 +153,19 @@ def test_run_records_norm_layers_and_the_cli_prints_them_once(tmp_path):
 
 
 def test_a_tiny_resnet_run_learns(tmp_path):
-    """Three epochs of resnet_fmnist + BN on the synthetic data: the training loss falls, accuracy beats chance."""
+    """Three epochs of resnet_fmnist + BN on the synthetic data: the training loss falls, accuracy beats chance.
+
+    (Measured: running loss 2.34 -> 2.14 -> 1.67, test accuracy with population statistics 0.51. The EMA
+    statistics of 48 steps are not settled yet, so test_acc itself is still near chance.)
+    """
     cfg = load_config([*TINY, "model=resnet_fmnist", "model.width=4", "data.num_train=512", "data.num_test=256",
-                       "trainer.max_epochs=3", "optim.lr=0.05", "optim.momentum=0.9", "trainer.threads=1",
-                       "trainer.checkpoint=false", f"out_dir={tmp_path / 'r'}"])
+                       "data.noise=1.0", "trainer.max_epochs=3", "optim.lr=0.1", "optim.momentum=0.9",
+                       "trainer.threads=1", "trainer.checkpoint=false", f"out_dir={tmp_path / 'r'}"])
     summary = train(cfg).summary
     losses = [e["train_loss_running"] for e in summary["history"]]
     assert summary["status"] == "ok" and summary["model"] == "resnet_fmnist"
-    assert losses[-1] < losses[0]
-    assert summary["test_acc"] > 0.3  # 10 classes: chance is 0.1
+    assert losses[0] > losses[1] > losses[2] and losses[2] < losses[0] - 0.3
+    assert summary["test_acc_precise"] > 0.3  # 10 classes: chance is 0.1
     assert summary["norm_layers"] == {"conv": "BatchNorm"}
     assert summary["config"]["model"] == {"name": "resnet_fmnist", "depth": 8, "width": 4,
                                           "zero_init_residual": False, "norm_act": "paper"}
@@ -177,3 +181,24 @@ def test_bad_resnet_options_fail_before_any_work(tmp_path, override, message):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {message}"
     assert not (tmp_path / "x").exists()
+
+
+def test_experiment_preset_is_the_measured_recipe():
+    cfg = load_config(["experiment=resnet_fmnist"])
+    assert dict(cfg.model) == {"name": "resnet_fmnist", "depth": 8, "width": 16, "zero_init_residual": False,
+                               "norm_act": "paper"}
+    assert (cfg.norm.name, cfg.data.name, cfg.data.batch_size, cfg.data.train_subset) == ("bn", "fashion_mnist",
+                                                                                           128, 10000)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.scheduler) == (
+        "sgd", 0.1, 0.9, 5e-4, "cosine")
+    assert (cfg.trainer.max_epochs, cfg.trainer.threads) == (3, 1)
+
+
+@requires_fmnist
+def test_experiment_preset_runs_on_real_fashion_mnist(tmp_path):
+    cfg = load_config(["experiment=resnet_fmnist", "norm=frn", "trainer.fast_dev_run=true",
+                       "trainer.progress_bar=false", f"out_dir={tmp_path / 'r'}"])
+    summary = train(cfg).summary
+    assert summary["status"] == "ok" and summary["n_train"] == 10000 and summary["n_test"] == 10000
+    assert summary["norm_layers"] == {"conv": "FilterResponseNorm"}
+    assert summary["config"]["model"]["norm_act"] == "paper"

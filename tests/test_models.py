@@ -124,7 +124,7 @@ def test_every_norm_site_knows_its_layer_kind(model_name):
 def test_resnet_fmnist_depth_and_width():
     net = build_model("resnet_fmnist", "bn", 10, 1, 28)
     assert [len(stage) for stage in net.layers] == [1, 1, 1]
-    assert [stage[0].conv1.out_channels for stage in net.layers] == [16, 32, 64]
+    assert [stage[0].conv1.out_channels for stage in net.layers] == [8, 16, 32]
     deep = build_model("resnet_fmnist", "bn", 10, 1, 28, depth=20, width=16)
     ref = build_model("resnet20", "bn", 10, 1, 28)
     assert [tuple(p.shape) for p in deep.parameters()] == [tuple(p.shape) for p in ref.parameters()]

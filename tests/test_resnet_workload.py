@@ -185,10 +185,10 @@ def test_bad_resnet_options_fail_before_any_work(tmp_path, override, message):
 
 def test_experiment_preset_is_the_measured_recipe():
     cfg = load_config(["experiment=resnet_fmnist"])
-    assert dict(cfg.model) == {"name": "resnet_fmnist", "depth": 8, "width": 16, "zero_init_residual": False,
+    assert dict(cfg.model) == {"name": "resnet_fmnist", "depth": 8, "width": 8, "zero_init_residual": False,
                                "norm_act": "paper"}
     assert (cfg.norm.name, cfg.data.name, cfg.data.batch_size, cfg.data.train_subset) == ("bn", "fashion_mnist",
-                                                                                           128, 10000)
+                                                                                           128, 20000)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.scheduler) == (
         "sgd", 0.1, 0.9, 5e-4, "cosine")
     assert (cfg.trainer.max_epochs, cfg.trainer.threads) == (3, 1)
@@ -199,6 +199,6 @@ def test_experiment_preset_runs_on_real_fashion_mnist(tmp_path):
     cfg = load_config(["experiment=resnet_fmnist", "norm=frn", "trainer.fast_dev_run=true",
                        "trainer.progress_bar=false", f"out_dir={tmp_path / 'r'}"])
     summary = train(cfg).summary
-    assert summary["status"] == "ok" and summary["n_train"] == 10000 and summary["n_test"] == 10000
+    assert summary["status"] == "ok" and summary["n_train"] == 20000 and summary["n_test"] == 10000
     assert summary["norm_layers"] == {"conv": "FilterResponseNorm"}
     assert summary["config"]["model"]["norm_act"] == "paper"

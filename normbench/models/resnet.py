@@ -6,7 +6,7 @@
   depth = 6n + 2. Shortcuts that change shape are 1x1 conv + norm (option B), so the norm is used
   there too.
 - `resnet18_imagenet`: torchvision's stem (7x7 stride 2 + max-pool) for larger images.
-- `resnet_fmnist`: the same CIFAR layout at a depth (6n + 2, default 8) and base width (default 16) that a
+- `resnet_fmnist`: the same CIFAR layout at a depth (6n + 2, default 8) and base width (default 8) that a
   2-core CPU can afford for a study on 28x28 Fashion-MNIST (configs/experiment/resnet_fmnist.yaml and
   the README's Workloads section give its recipe, accuracy and cost). Its full-size version, for GPU users,
   is ResNet-20 or ResNet-56 on CIFAR-10: `model=resnet20 data=cifar10` (or `model=resnet_fmnist
@@ -150,7 +150,7 @@ register_model("resnet56")(cifar_resnet(56))
 
 def check_fmnist_options(options: dict) -> None:
     """resnet_fmnist's option ranges, checked when a config is validated (before any work)."""
-    depth, width = options.get("depth", 8), options.get("width", 16)
+    depth, width = options.get("depth", 8), options.get("width", 8)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"model.depth must be 6n+2 with n >= 1 (accepted: 8, 14, 20, 26, 32, ...), got {depth}")
     if width < 1:
@@ -158,7 +158,7 @@ def check_fmnist_options(options: dict) -> None:
 
 
 @register_model("resnet_fmnist", check=check_fmnist_options)
-def resnet_fmnist(norm, num_classes: int, in_channels: int, image_size: int, depth: int = 8, width: int = 16,
+def resnet_fmnist(norm, num_classes: int, in_channels: int, image_size: int, depth: int = 8, width: int = 8,
                   zero_init_residual: bool = False, norm_act: NormAct = "paper") -> nn.Module:
     """A CPU-sized ReLU ResNet for Fashion-MNIST: He et al.'s CIFAR layout (3 stages of (depth - 2) / 6
     basic blocks, widths `width`, 2 x `width`, 4 x `width`; 28 -> 14 -> 7 pixels), a norm after every

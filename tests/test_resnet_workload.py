@@ -202,3 +202,24 @@ def test_experiment_preset_runs_on_real_fashion_mnist(tmp_path):
     assert summary["status"] == "ok" and summary["n_train"] == 20000 and summary["n_test"] == 10000
     assert summary["norm_layers"] == {"conv": "FilterResponseNorm"}
     assert summary["config"]["model"]["norm_act"] == "paper"
+
+
+def test_a_sweep_from_before_norm_act_resumes_on_lenet_and_is_refused_under_paper(tmp_path, monkeypatch):
+    """A study whose stored base config predates model.norm_act ran `always`: LeNet (default always) resumes it;
+    asking for `paper` is refused with the difference named."""
+    import optuna
+
+    from normbench.errors import ConfigError
+    from normbench.sweep import run_sweep
+    from tests.sweep_support import ONE_POINT, SweepHome
+
+    home = SweepHome.create(tmp_path, monkeypatch)
+    home.write("old", ONE_POINT)
+    assert run_sweep(home.args("old")) == 0
+    study = optuna.load_study(study_name="old", storage=home.storage("old"))
+    base = study.user_attrs["base_config"]
+    assert base["model"].pop("norm_act") == "always"
+    study.set_user_attr("base_config", base)  # as normbench stored it before the option existed
+    assert run_sweep(home.args("old")) == 0  # nothing left to run, and nothing refused
+    with pytest.raises(ConfigError, match=r"other settings \(model.norm_act: 'always' -> 'paper'\)"):
+        run_sweep(home.args("old", "model.norm_act=paper"))

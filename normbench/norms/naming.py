@@ -31,8 +31,9 @@ def applied_name(layer: nn.Module, kind: LayerKind) -> str:
     A wrapper that normalizes per emulated device (`PerDeviceNorm`, which holds the real layer as `norm`
     and says so with `per_device = True`) is named after the layer it wraps, with "per device".
     """
-    if getattr(layer, "per_device", False) and isinstance(getattr(layer, "norm", None), nn.Module):
-        return f"{applied_name(layer.norm, kind)} per device"
+    inner = getattr(layer, "norm", None)
+    if getattr(layer, "per_device", False) and isinstance(inner, nn.Module):
+        return f"{applied_name(inner, kind)} per device"
     declared: Mapping[str, str] = getattr(layer, "applied_names", {}) or {}
     return declared.get(kind, type(layer).__name__)
 

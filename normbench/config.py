@@ -436,6 +436,13 @@ def check_semantics(cfg: dict[str, Any]) -> None:
 
         check_tensorboard()
     check_data(data)
+    model_entry = MODELS.get(cfg["model"]["name"])
+    model_check = model_entry.meta.get("check")  # fn(options): the model's own option ranges
+    if model_check is not None:
+        try:
+            model_check({k: v for k, v in cfg["model"].items() if k != "name"})
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     norm_entry = norms.get(cfg["norm"]["name"])
     try:  # value checks (momentum range, eps, ...); channel-dependent ones are made per layer in build_model
         norms.check_options(norm_entry.name, {k: v for k, v in cfg["norm"].items() if k != "name"})

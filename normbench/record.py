@@ -216,6 +216,8 @@ FIELDS: tuple[Field, ...] = (
     _f("ema_horizon_samples", "number", SAMPLES, "the running average's horizon: samples per update / momentum",
        "train"),
     _f("norm_groups", "object", NONE, "{norm site: group count} for norms with a groups option", "train"),
+    _f("norm_layers", "object", NONE, "{layer kind (conv, fc): the normalization its norm layers computed}, e.g. "
+       "norm=in: InstanceNorm after convolutions, LayerNorm after fully connected layers", "train"),
     _f("accumulate_grad_batches", "integer", COUNT, "micro-batches per optimizer step", "train"),
     _f("devices", "integer", COUNT, "data-parallel processes", "train"),
     _f("effective_batch_size", "integer", SAMPLES, "samples behind one optimizer step", "train"),

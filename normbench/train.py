@@ -26,6 +26,7 @@ from normbench.errors import ConfigError
 from normbench.files import check_output_dir, write_json_atomic
 from normbench.models import build_model
 from normbench.norms import NORMS, norm_factory
+from normbench.norms.naming import norm_layers
 from normbench.norms.per_device import per_device
 from normbench.numerics import fingerprint as numerics_fingerprint
 from normbench.run_facts import (
@@ -405,6 +406,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "norm_batch_size": norm_batch_size(cfg),
         **running_stats_fields(cfg, net, samples_seen=throughput.examples),
         "norm_groups": norm_groups(cfg, net),
+        "norm_layers": norm_layers(net, getattr(net, "norm_sites", []), getattr(net, "norm_site_kinds", {})),
         "accumulate_grad_batches": k,
         "devices": devices,
         "effective_batch_size": effective_batch_size(cfg),

@@ -80,3 +80,53 @@ def test_norm_layers_initialized_to_identity_affine(norm_name):
             tensor = getattr(m, name, None)
             if tensor is not None:
                 assert torch.equal(tensor, torch.full_like(tensor, value)), (site, name)
+
+
+def _next_modules(net: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """{norm site: the module registered right after it in its parent} (where the activation of a unit sits)."""
+    out = {}
+    for site in net.norm_sites:
+        parent_name, _, leaf = site.rpartition(".")
+        if leaf == "norm2" and hasattr(net.get_submodule(parent_name), "downsample"):
+            continue  # a residual block's act2 follows the sum, not its last norm
+        children = list(net.get_submodule(parent_name).named_children())
+        names = [n for n, _ in children]
+        i = names.index(leaf)
+        if i + 1 < len(children) and children[i + 1][0].startswith("act"):
+            out[site] = children[i + 1][1]
+    return out
+
+
+@pytest.mark.parametrize("model_name", models.available())
+@pytest.mark.parametrize("norm_name", ["frn", "evonorm_b0", "evonorm_s0", "bn", "gn"])
+def test_norm_act_paper_drops_only_the_activation_a_norm_replaces(model_name, norm_name):
+    size = _size(model_name)
+    paper = _next_modules(build_model(model_name, norm_name, 10, 3, size, norm_act="paper"))
+    always = _next_modules(build_model(model_name, norm_name, 10, 3, size, norm_act="always"))
+    assert paper and paper.keys() == always.keys()
+    assert not any(isinstance(m, torch.nn.Identity) for m in always.values())
+    replaced = norms.replaces_activation(norm_name)
+    assert all(isinstance(m, torch.nn.Identity) == replaced for m in paper.values())
+
+
+@pytest.mark.parametrize("model_name", models.available())
+def test_every_norm_site_knows_its_layer_kind(model_name):
+    size = _size(model_name)
+    net = build_model(model_name, "bn", 10, 3, size)
+    expected = {"conv"} if model_name != "lenet" else {"conv", "fc"}
+    assert net.norm_site_kinds.keys() == set(net.norm_sites)
+    assert set(net.norm_site_kinds.values()) == expected
+    if model_name == "lenet":
+        assert net.norm_site_kinds == {"features.norm1": "conv", "features.norm2": "conv",
+                                       "classifier.norm3": "fc", "classifier.norm4": "fc"}
+
+
+def test_resnet_fmnist_depth_and_width():
+    net = build_model("resnet_fmnist", "bn", 10, 1, 28)
+    assert [len(stage) for stage in net.layers] == [1, 1, 1]
+    assert [stage[0].conv1.out_channels for stage in net.layers] == [8, 16, 32]
+    deep = build_model("resnet_fmnist", "bn", 10, 1, 28, depth=20, width=16)
+    ref = build_model("resnet20", "bn", 10, 1, 28)
+    assert [tuple(p.shape) for p in deep.parameters()] == [tuple(p.shape) for p in ref.parameters()]
+    with pytest.raises(ValueError, match=r"model.depth must be 6n\+2"):
+        build_model("resnet_fmnist", "bn", 10, 1, 28, depth=10)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
-from normbench.models.registry import MODELS, NormSlot, register_model
-from normbench.norms import NORMS, norm_factory
+from normbench.models.registry import MODELS, NormSlot, register_model, slot_factory
+from normbench.norms import NORMS, norm_factory, replaces_activation
+from normbench.norms.naming import LayerKind
 
 # Importing the family modules fills the registry.
 from normbench.models import lenet as _lenet  # noqa: E402,F401  isort: skip
@@ -46,14 +48,18 @@ def build_model(
     a layer's channels) names the layer. Norm layers keep their own initialization (weight 1, bias 0
     where they have them). A norm whose registry entry has a `conv_transform` (gn_ws: weight
     standardization) then gets it applied to every nn.Conv2d; the model's `init_after_norms` hook
-    (zero_init_residual) runs last. The model's `norm_sites` lists the sites' submodule names.
+    (zero_init_residual) runs last. The model's `norm_sites` lists the sites' submodule names and
+    `norm_site_kinds` the layer kind each is fed (`conv` or `fc`: one forward pass of a blank image through
+    the slots finds it). The builder learns whether the norm replaces the activation after it (the entry's
+    `replaces_activation`, for its `norm_act` option) from the slot factory it is given.
     """
     entry = MODELS.get(name)
     factory = norm_factory(norm, **(norm_options or {})) if isinstance(norm, str) else norm
     if not isinstance(norm, str) and norm_options:
         raise ValueError("norm_options only go with a norm name, not with a factory")
     opts = entry.validate_options(options)
-    model = entry.fn(NormSlot, num_classes, in_channels, image_size, **opts)
+    model = entry.fn(slot_factory(replaces_activation(factory)), num_classes, in_channels, image_size, **opts)
+    kinds = site_kinds(model, in_channels, image_size)
     sites = []
     for site, slot in list(model.named_modules()):
         if isinstance(slot, NormSlot):
@@ -68,7 +74,23 @@ def build_model(
     if hook is not None:
         hook()
     model.norm_sites = sites
+    model.norm_site_kinds = {site: kinds[site] for site in sites if site in kinds}
     return model
+
+
+def site_kinds(model: nn.Module, in_channels: int, image_size: int) -> dict[str, LayerKind]:
+    """{norm site: `conv` or `fc`} of a model whose sites are still NormSlots, from one forward pass.
+
+    The input is a blank (zero) image and the slots pass it through, so nothing random is drawn and no
+    state changes. A site the pass does not reach (or a forward that fails, e.g. a plugin model that wants
+    another input) has no kind: the record then leaves it out of `norm_layers`.
+    """
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size))
+    except Exception:  # noqa: BLE001 - the kinds are a record field, not a reason to refuse the model
+        pass
+    return {site: m.kind for site, m in model.named_modules() if isinstance(m, NormSlot) and m.kind is not None}
 
 
 def apply_conv_transform(model: nn.Module, factory: Callable[[int], nn.Module]) -> None:

@@ -6,6 +6,7 @@ Public API:
     check_options(name, options) -> options as the layer takes them (ValueError for a bad one)
     norm_batch_size(name, options, layout) -> samples each call normalizes together
     samples_per_update(name, options, layout) -> samples behind one running-statistics update
+    replaces_activation(name or factory) -> the norm takes the place of the activation after it (FRN, EvoNorm)
     available() -> list of registered names
     get(name) -> registry entry (options schema and metadata)
 
@@ -41,7 +42,7 @@ from normbench.norms import evonorm as _evonorm  # noqa: E402,F401  isort: skip
 from normbench.norms import identity as _identity  # noqa: E402,F401  isort: skip
 
 __all__ = ["NORMS", "BatchLayout", "available", "build_norm", "check_options", "get", "norm_batch_size",
-           "norm_factory", "register_norm", "samples_per_update"]
+           "norm_factory", "register_norm", "replaces_activation", "samples_per_update"]
 
 
 def available() -> list[str]:
@@ -93,6 +94,21 @@ def norm_factory(name: str, **options: Any) -> Callable[[int], nn.Module]:
     factory.norm_name = entry.name  # type: ignore[attr-defined]
     factory.options = dict(given)  # type: ignore[attr-defined]
     return factory
+
+
+def replaces_activation(norm: str | Callable[[int], nn.Module]) -> bool:
+    """Whether norm `norm` (a name, or a factory) takes the place of the activation after it in its paper.
+
+    A factory says so with a `replaces_activation` attribute, or through the entry it names (`norm_name`,
+    as `norm_factory` and `per_device` set it); any other factory replaces nothing.
+    """
+    if isinstance(norm, str):
+        return bool(NORMS.get(norm).meta.get("replaces_activation"))
+    declared = getattr(norm, "replaces_activation", None)
+    if declared is not None:
+        return bool(declared)
+    name = getattr(norm, "norm_name", None)
+    return name is not None and bool(NORMS.get(name).meta.get("replaces_activation"))
 
 
 def norm_batch_size(name: str, options: Mapping[str, Any], layout: BatchLayout) -> int:

@@ -6,8 +6,10 @@
 s2_batch is the variance over (N, H, W) per channel (biased in training; in eval the running average of
 its unbiased value, torch's BatchNorm convention), s2_instance over (H, W) per sample and channel, s2_group
 over the (C / groups, H, W) block of a sample, as in GroupNorm. v is a learned per-channel vector
-initialized to 1, gamma to 1 and beta to 0. Both layers include their nonlinearity; normbench's models
-still apply their activation after each norm site.
+initialized to 1, gamma to 1 and beta to 0. Both layers include their nonlinearity and replace the norm
+and its activation in the paper: the entries declare `replaces_activation`, so a model built with
+`norm_act=paper` (the ResNets' default) puts no activation after them; with `norm_act=always` (LeNet's
+default) the model's activation still follows.
 
 On (N, C) inputs an "instance" is the sample's feature vector (as normbench's `in` does), so s2_instance is
 the variance over C; s2_group is the variance over a sample's C / groups features.
@@ -111,7 +113,7 @@ class EvoNormS0(nn.Module):
         return f"{self.num_features}, groups={self.groups}, eps={self.eps}"
 
 
-@register_norm("evonorm_b0", aliases=("evonormb0", "evo_b0"), batch_stats=True)
+@register_norm("evonorm_b0", aliases=("evonormb0", "evo_b0"), batch_stats=True, replaces_activation=True)
 def evonorm_b0(
     num_channels: int,
     momentum: float | None = 0.1,
@@ -122,7 +124,8 @@ def evonorm_b0(
     return EvoNormB0(num_channels, eps=eps, momentum=momentum)
 
 
-@register_norm("evonorm_s0", aliases=("evonorms0", "evo_s0"), check=check_group_options("evonorm_s0"))
+@register_norm("evonorm_s0", aliases=("evonorms0", "evo_s0"), check=check_group_options("evonorm_s0"),
+               replaces_activation=True)
 def evonorm_s0(
     num_channels: int,
     groups: int | None = None,

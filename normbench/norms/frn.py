@@ -4,9 +4,11 @@ Per sample and channel, with nu^2 the mean of x^2 over the spatial positions (no
 
     y = gamma * x / sqrt(nu^2 + eps) + beta        z = max(y, tau)   (TLU, learned tau per channel)
 
-FRN replaces both the norm and the activation in the paper. normbench's models keep their activation
-after every norm site, so a site computes act(max(y, tau)): for ReLU that is max(y, tau, 0), the TLU
-itself whenever tau >= 0 (its initial value). `tlu=false` drops the threshold.
+FRN replaces both the norm and the activation in the paper: the entry declares `replaces_activation`, so
+a model built with `norm_act=paper` (the ResNets' default) puts no activation after it. With
+`norm_act=always` (LeNet's default, the committed studies' setting) a site computes act(max(y, tau)): for
+ReLU that is max(y, tau, 0), the TLU itself whenever tau >= 0 (its initial value). `tlu=false` drops the
+threshold.
 
 On (N, C) inputs (fully connected layers) each value is its own "filter response", so nu^2 = x^2 and
 x / sqrt(x^2 + eps) is close to sign(x): the paper finds a learned eps crucial there. With
@@ -55,7 +57,7 @@ class FilterResponseNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, learnable_eps={self.learnable_eps}, tlu={self.tlu}"
 
 
-@register_norm("frn", aliases=("filter_response_norm", "filterresponsenorm"))
+@register_norm("frn", aliases=("filter_response_norm", "filterresponsenorm"), replaces_activation=True)
 def filter_response_norm(num_channels: int, eps: float = 1e-6, learnable_eps: bool = False,
                          tlu: bool = True) -> nn.Module:
     """Filter Response Normalization with its TLU activation (Singh & Krishnan 2019)."""

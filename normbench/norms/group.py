@@ -4,7 +4,8 @@ On (N, C) inputs (LeNet's fully connected layers) GroupNorm normalizes each grou
 LayerNorm all C features of a sample. InstanceNorm has no spatial extent to normalize over there: each
 (sample, channel) holds one value, whose variance is 0, so true instance normalization would map every
 activation to the bias. `in` therefore treats a feature vector as one instance and normalizes it over
-its C features (the LayerNorm of that layer), keeping the per-channel affine.
+its C features (the LayerNorm of that layer), keeping the per-channel affine. The layer says so
+(`applied_names`), and a run records it per layer kind (`norm_layers`, `normbench.norms.naming`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def group_norm(
 class LayerNorm2d(nn.GroupNorm):
     """LayerNorm over (C, H, W) per sample with a per-channel affine (GroupNorm with one group)."""
 
+    applied_names = {"conv": "LayerNorm", "fc": "LayerNorm"}  # what it is, not how it is computed
+
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__(1, num_channels, eps=eps, affine=affine)
 
@@ -85,6 +88,7 @@ class InstanceNorm(RunningStatsNorm):
 
     # Its buffers hold the mean over instances of per-instance statistics (for the population-statistics pass).
     per_instance_stats = True
+    applied_names = {"fc": "LayerNorm"}  # an (N, C) input is normalized over its C features
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = False):

@@ -29,6 +29,8 @@ from normbench.norms.base import BatchNorm, update_factor
 class PerDeviceNorm(nn.Module):
     """Applies `norm` to each of `devices` interleaved slices of a training batch (module docstring)."""
 
+    per_device = True  # normbench.norms.naming names it after `norm`
+
     def __init__(self, norm: nn.Module, devices: int, per_device_batch: int | None = None):
         super().__init__()
         if devices < 1:

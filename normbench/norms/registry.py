@@ -51,6 +51,7 @@ def register_norm(
     samples_per_update: Callable[[dict[str, Any], BatchLayout], int] | None = None,
     syncs_devices: bool = False,
     conv_transform: Callable[..., Any] | None = None,
+    replaces_activation: bool = False,
 ):
     """Registers a `(num_channels, **options) -> nn.Module` factory under `name`.
 
@@ -70,8 +71,12 @@ def register_norm(
         syncs_devices: the layer reduces its statistics over the data-parallel devices itself.
         conv_transform: `fn(conv, options) -> module` that build_model applies to every nn.Conv2d of the
             model (gn_ws: weight standardization).
+        replaces_activation: the layer includes its nonlinearity and its paper uses it in place of the norm
+            *and* the activation that follows it (FRN with its TLU, EvoNorm-B0/S0); a model built with
+            `norm_act=paper` then puts no activation after it.
     """
-    meta: dict[str, Any] = {"batch_stats": batch_stats, "syncs_devices": syncs_devices}
+    meta: dict[str, Any] = {"batch_stats": batch_stats, "syncs_devices": syncs_devices,
+                            "replaces_activation": replaces_activation}
     for key, hook in (("check", check), ("norm_batch_size", norm_batch_size),
                       ("samples_per_update", samples_per_update), ("conv_transform", conv_transform)):
         if hook is not None:

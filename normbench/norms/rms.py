@@ -18,6 +18,8 @@ from normbench.norms.registry import register_norm
 class RMSNorm2d(nn.Module):
     """RMSNorm over dim 1 of (N, C, ...) inputs (module docstring)."""
 
+    applied_names = {"conv": "RMSNorm", "fc": "RMSNorm"}
+
     def __init__(self, num_features: int, eps: float = 1e-6, affine: bool = True, bias: bool = False):
         super().__init__()
         self.num_features, self.eps = num_features, eps

@@ -52,6 +52,9 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if summary.get("status") != "ok":
         table.add_row("status", f"[red]{summary.get('status')}[/red] at epoch {summary.get('diverged_at_epoch')}")
     console.print(table)
+    layers = summary.get("norm_layers")
+    if layers:  # what each layer kind computed: norm=in is LayerNorm after fully connected layers
+        console.print("norm layers: " + ", ".join(f"{kind} {escape(str(name))}" for kind, name in layers.items()))
     for name, reason in (summary.get("measurement_errors") or {}).items():
         console.print(f"[yellow]measurement {escape(name)} failed (its figures are null in the record): "
                       f"{escape(reason)}[/yellow]")

@@ -47,6 +47,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from normbench.errors import ConfigError, RunFault
+from normbench.models.norm_act import with_legacy_norm_act
 from normbench.results import display_url, summary_keys, sweep_dir
 from normbench.sweep.locks import driver_url, study_lock
 from normbench.sweep.plan import Plan, config_id, explain_differences, point_key
@@ -276,7 +277,7 @@ class SweepStudy:
             base = self.plan.base_record()
             if legacy:  # an older normbench did not store these: take them as stated now
                 old_base = fill_missing(old_base, base, LEGACY_UNRECORDED)
-            old_base = with_norm_weight_decay(old_base)
+            old_base = with_legacy_norm_act(with_norm_weight_decay(old_base))
             diffs = explain_differences(old_base, base)
             if diffs:
                 shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")

@@ -30,6 +30,7 @@ import lightning as L
 import torch
 
 from normbench.errors import ConfigError
+from normbench.models.norm_act import with_legacy_norm_act
 from normbench.overrides import NEUTRAL_KEYS, differences, under
 from normbench.training.schedule import DECAYING
 
@@ -86,7 +87,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[t
     free: tuple[str, ...] = NEUTRAL_KEYS
     if not decaying(current):  # a warm-up alone does not depend on the run's length
         free = (*free, *RUN_LENGTH)
-    return [d for d in differences(saved, current) if not under(d[0], free)]
+    return [d for d in differences(with_legacy_norm_act(saved), current) if not under(d[0], free)]
 
 
 def resume_problem(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> str | None:

@@ -70,3 +70,13 @@ def assert_same_as_reference(ours: torch.nn.Module, ref: torch.nn.Module, shape:
     ours.eval()
     x = torch.randn(*shape, dtype=torch.float64)
     torch.testing.assert_close(ours(x), ref(x), msg="eval")
+
+
+def study_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> Path:
+    """A project root holding one declared study (experiments/<name>.yaml), single-threaded, as NORMBENCH_ROOT."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / f"{name}.yaml").write_text(text)
+    monkeypatch.setenv("NORMBENCH_ROOT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    return tmp_path

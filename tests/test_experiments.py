@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from normbench.cli import main
 from normbench.errors import ConfigError
 from normbench.experiments import available, load_experiment
 from normbench.experiments.spec import parse_experiment
+from tests.helpers import study_root
 
 TINY_STUDY = """\
 title: A tiny study
@@ -68,12 +68,7 @@ claims:
 
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "tiny.yaml").write_text(TINY_STUDY)
-    monkeypatch.setenv("NORMBENCH_ROOT", str(tmp_path))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    return tmp_path
+    return study_root(tmp_path, monkeypatch, "tiny", TINY_STUDY)
 
 
 @pytest.fixture

@@ -265,6 +265,7 @@ COMMITTED = [n for n in available() if (REPO / "results" / n / "records").is_dir
 JOBS = int(os.environ.get("NORMBENCH_REPLAY_JOBS", "2"))  # two at a time: the CI machine's 2 cores
 
 
+@pytest.mark.replay
 @requires_fmnist
 def test_every_committed_study_replays_its_shortest_trial(tmp_path):
     """`reproduce STUDY --replay 1` passes for every committed study on this machine, whatever its CPU:

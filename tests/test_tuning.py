@@ -10,12 +10,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from normbench.cli import main
 from normbench.errors import ConfigError
 from normbench.experiments.spec import parse_experiment
+from tests.helpers import study_root
 
 TRIALS = 3
 TUNED_STUDY = f"""\
@@ -59,12 +59,7 @@ claims:
 
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "tuned.yaml").write_text(TUNED_STUDY)
-    monkeypatch.setenv("NORMBENCH_ROOT", str(tmp_path))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    return tmp_path
+    return study_root(tmp_path, monkeypatch, "tuned", TUNED_STUDY)
 
 
 @pytest.fixture

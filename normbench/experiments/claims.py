@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from normbench.errors import ConfigError
+from normbench.experiments.selection import only as _one
+from normbench.experiments.selection import select
 from normbench.report.metrics import epoch_gaps, metric_value
 from normbench.report.study import ConfigGroup, SweepResults
 from normbench.report.table_model import format_value
@@ -173,19 +175,6 @@ def check_claim(exp: Any, raw: Any, index: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-
-
-def matches(group: ConfigGroup, selector: Mapping[str, Any]) -> bool:
-    return all(format_value(group.values.get(k)) == format_value(v) for k, v in selector.items() if k != "seed")
-
-
-def select(results: SweepResults, selector: Mapping[str, Any]) -> list[ConfigGroup]:
-    return [g for g in results.groups if matches(g, selector)]
-
-
-def _one(results: SweepResults, selector: Mapping[str, Any]) -> ConfigGroup | None:
-    found = select(results, selector)
-    return found[0] if len(found) == 1 else None
 
 
 def _describe(selector: Mapping[str, Any]) -> str:

@@ -136,7 +136,8 @@ def spearman_permutation_p(x: Sequence[float], y: Sequence[float], permutations:
 def claim_p(test: Mapping[str, Any], res: Any) -> tuple[float | None, str]:
     """(raw p-value, what it tests) of one claim on its part's results; p None when the data are missing or
     the kind is descriptive (then the text says so)."""
-    from normbench.experiments.claims import _one, select
+    from normbench.experiments.selection import only as _one
+    from normbench.experiments.selection import select
     from normbench.report.stats import compare_seeds
 
     kind = test["kind"]
@@ -188,7 +189,8 @@ def claim_p(test: Mapping[str, Any], res: Any) -> tuple[float | None, str]:
 
 def _ordering_p(test: Mapping[str, Any], res: Any) -> tuple[float | None, str]:
     """The p-value of an extreme or rank claim from one-sided pairwise tests (see the module docstring)."""
-    from normbench.experiments.claims import _one, select
+    from normbench.experiments.selection import only as _one
+    from normbench.experiments.selection import select
 
     metric = test["metric"]
     above = test["kind"] == "extreme" and test["which"] == "max"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,15 +132,27 @@ def test_the_fingerprint_of_an_old_record_is_version_1_with_its_torch():
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.fixture(scope="module")
+def tiny_once(tmp_path_factory) -> Path:
+    """The tiny study at scale=smoke (synthetic data, one epoch, seeds 0 and 1), run once for the module."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "experiments").mkdir()
+    (root / "experiments" / "tiny.yaml").write_text(TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NORMBENCH_ROOT", str(root))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert main(["reproduce", "tiny", "scale=smoke"]) == 0
+    return root
+
+
 @pytest.fixture
-def tiny(tmp_path, monkeypatch, capsys) -> Path:
-    """The tiny study at scale=smoke (synthetic data, one epoch, seeds 0 and 1), run once: its results."""
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "tiny.yaml").write_text(TINY)
+def tiny(tiny_once, tmp_path, monkeypatch, capsys) -> Path:
+    """A copy of the tiny study's root for one test (tests tamper with its records): its results."""
+    shutil.copytree(tiny_once, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("NORMBENCH_ROOT", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    assert main(["reproduce", "tiny", "scale=smoke"]) == 0
     capsys.readouterr()
     return tmp_path / "results" / "tiny-smoke"
 

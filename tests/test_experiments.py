@@ -71,10 +71,20 @@ def root(tmp_path, monkeypatch) -> Path:
     return study_root(tmp_path, monkeypatch, "tiny", TINY_STUDY)
 
 
+@pytest.fixture(scope="module")
+def done_once(tmp_path_factory) -> Path:
+    """The tiny study, run once for the module (its root)."""
+    once = tmp_path_factory.mktemp("tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        study_root(once, mp, "tiny", TINY_STUDY)
+        assert main(["reproduce", "tiny"]) == 0
+    return once
+
+
 @pytest.fixture
-def done(root, capsys) -> Path:
-    """The tiny study, run once (its results folder)."""
-    assert main(["reproduce", "tiny"]) == 0
+def done(root, done_once, capsys) -> Path:
+    """A copy of the tiny study's run in this test's root (tests edit its files): its results folder."""
+    shutil.copytree(done_once, root, dirs_exist_ok=True)
     capsys.readouterr()
     return root / "results" / "tiny"
 

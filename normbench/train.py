@@ -281,7 +281,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
 
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    module = Classifier(net, to_dict(cfg.optim), cfg.trainer.max_epochs, hparams={"config": resolved},
+    module = Classifier(net, to_dict(cfg.optim), hparams={"config": resolved},
                         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
                         gradient_clip_val=cfg.trainer.gradient_clip_val,
                         compile_mode=cfg.trainer.compile_mode if cfg.trainer.compile else None)

@@ -40,7 +40,7 @@ def _fit(cls, accumulate: int, clip: float | None, epochs: int = 2,
     net = build_model("lenet", "bn", 10, 1, 28)
     optim = {"name": "sgd", "lr": 0.3, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
              "scheduler": "cosine", "warmup_steps": 3, "norm_weight_decay": 0.0}
-    module = cls(net, optim, epochs, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
+    module = cls(net, optim, accumulate_grad_batches=accumulate, gradient_clip_val=clip)
     trainer_kwargs = {}
     if cls is AutomaticClassifier:
         trainer_kwargs = {"accumulate_grad_batches": accumulate, "gradient_clip_val": clip}

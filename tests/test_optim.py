@@ -13,11 +13,11 @@ from normbench.train import train
 from normbench.training.module import Classifier
 
 
-def _classifier(norm: str = "bn", max_epochs: int = 3, **optim) -> Classifier:
+def _classifier(norm: str = "bn", **optim) -> Classifier:
     cfg = load_config(["data=synthetic", f"norm={norm}", *(f"optim.{k}={v}" for k, v in optim.items())])
     torch.manual_seed(0)
     net = build_model("lenet", norm, 10, 1, 28)
-    return Classifier(net, dict(cfg.optim), max_epochs)
+    return Classifier(net, dict(cfg.optim))
 
 
 def _norm_params(module: Classifier) -> set[int]:

@@ -39,14 +39,13 @@ class Classifier(L.LightningModule):
 
     _train_forward: nn.Module  # set in __init__ through __dict__ (below)
 
-    def __init__(self, net: nn.Module, optim: dict[str, Any], max_epochs: int, hparams: dict[str, Any] | None = None,
+    def __init__(self, net: nn.Module, optim: dict[str, Any], hparams: dict[str, Any] | None = None,
                  accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
                  compile_mode: str | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.net = net
         self.optim_cfg = dict(optim)
-        self.max_epochs = max_epochs
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val or None
         self._plain_backward = False  # decided when fitting starts (plain_backward)

@@ -121,6 +121,13 @@ class TrainerSchema:
     # torch.compile the model's training forward (and so its backward); evaluation passes stay eager
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # channels-last memory format for the model and its training batches (faster convolutions for some norms)
+    channels_last: bool = False
+    # off: precision / channels_last / compile as given; fastest: the variant measured fastest for the model and
+    # norm (normbench/training/fast_paths.json); auto: that variant only where the science check
+    # (results/fast_path_check) showed it equivalent to float32 eager within fast_path_margin points
+    fast_path: Literal["off", "auto", "fastest"] = "off"
+    fast_path_margin: float = option(1.0, low=0, low_open=True)  # percentage points of test accuracy
     # optimizer steps per Lightning batch (normbench.training.chunks): Lightning's per-batch cost is paid once
     # per chunk; the steps and their numbers are those of one step per batch. auto: chunks of about 4,096
     # samples, 1 to 32 steps (1 with several devices)

@@ -227,6 +227,11 @@ FIELDS: tuple[Field, ...] = (
     _f("accelerator", "string", NONE, "cpu or gpu", "train"),
     _f("device_name", "string", NONE, "the GPU's name, or cpu", "train"),
     _f("precision", "string", NONE, "trainer.precision", "train"),
+    _f("precision_parts", "object", NONE, "the precision each part computed in: convolutions and linear layers "
+       "(bfloat16 under bf16-mixed), norms and batch statistics, running statistics, weights and optimizer, "
+       "evaluation and calibration (float32)", "train"),
+    _f("channels_last", "boolean", NONE, "model and training batches in channels-last memory format", "train"),
+    _f("fast_path", "string", NONE, "trainer.fast_path and what it chose (normbench.training.fast_path)", "train"),
     _f("data_source", "string", NONE, "where the data came from", "train"),
     _f("created_at", "string", NONE, "when the record was written (UTC, ISO 8601)", "train"),
     _f("out_dir", "string", NONE, "the run's folder", "train"),

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normbench.config import DataSchema, from_mapping, logger_names, options_of, resolve_accelerator, to_dict
 from normbench.data import InMemoryData, load_data
@@ -50,6 +50,7 @@ from normbench.training.checkpoint import (
     resume_problem,
 )
 from normbench.training.chunks import StepChunks, chunk_steps
+from normbench.training.fast_path import float32_norms, precision_parts, resolve_fast_path
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.measurements import failure_reason, measurement_callbacks
 from normbench.training.module import norm_decay
@@ -214,6 +215,16 @@ def collect_previous_run() -> None:
         gc.collect()
 
 
+def apply_fast_path(cfg: DictConfig, accelerator: str) -> tuple[DictConfig, str]:
+    """`trainer.fast_path` resolved into trainer.precision / channels_last / compile (normbench.training.
+    fast_path); the config the run records holds the settings that ran. Returns it and the record's reason."""
+    settings, reason = resolve_fast_path(cfg.trainer.fast_path, cfg.model.name, cfg.norm.name, accelerator,
+                                         cfg.trainer.fast_path_margin)
+    if settings:
+        cfg = cast(DictConfig, OmegaConf.merge(cfg, {"trainer": settings}))
+    return cfg, reason
+
+
 def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> RunResult:
     """Runs one training run for a validated config and writes its summary record.
 
@@ -242,6 +253,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     t_start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.trainer.accelerator)
     device = torch.device("cuda") if accelerator == "gpu" and cfg.trainer.devices == 1 else torch.device("cpu")
+    cfg, fast_path = apply_fast_path(cfg, accelerator)
     out_dir = run_out_dir(cfg)
     check_output_dir(out_dir, "out_dir")  # before loading data: a bad out_dir is a user error, not a late crash
     resolved = to_dict(cfg)
@@ -263,6 +275,10 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
     net = build_run_model(cfg, data)
+    if cfg.trainer.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.trainer.precision != "32":  # the norms' arithmetic stays float32 under autocast
+        float32_norms(net, list(getattr(net, "norm_sites", [])))
     bs = step_batch_size(cfg)
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
         w = cfg.trainer.emulate_devices
@@ -284,7 +300,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     module = Classifier(net, to_dict(cfg.optim), hparams={"config": resolved},
                         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
                         gradient_clip_val=cfg.trainer.gradient_clip_val,
-                        compile_mode=cfg.trainer.compile_mode if cfg.trainer.compile else None)
+                        compile_mode=cfg.trainer.compile_mode if cfg.trainer.compile else None,
+                        channels_last=cfg.trainer.channels_last)
     throughput = ThroughputMonitor(compiled=cfg.trainer.compile)
     # The record's parts: the evaluator opens each epoch's history entry and publishes it; the measurements
     # and the caller's parts (e.g. a sweep's pruner) follow it through `epoch_evaluated`.
@@ -416,6 +433,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
         "accelerator": accelerator,
         "device_name": torch.cuda.get_device_name(0) if accelerator == "gpu" else "cpu",
         "precision": cfg.trainer.precision,
+        "precision_parts": precision_parts(cfg.trainer.precision),
+        "channels_last": cfg.trainer.channels_last,
+        "fast_path": fast_path,
         "data_source": data.source,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "out_dir": str(out_dir),

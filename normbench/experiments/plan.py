@@ -1,8 +1,9 @@
 """`reproduce STUDY --plan [scale=...]`: what a study will run and whether its seeds can decide its claims.
 
-Nothing runs. For every part: its configurations, seeds and runs, and the CPU-hours estimated from the
-wall time of committed records of the same configurations (same training config, normbench.experiments.
-overlap; "unknown" where none matches). For every tested claim (normbench.experiments.familywise): the
+Nothing is trained. For every part: its configurations, seeds and runs (tuning runs included), and the
+CPU-hours estimated from the wall time of committed records of the same configurations (same training config,
+normbench.experiments.overlap), or, where none matches, from training steps measured on this machine
+(normbench.experiments.cost), scaled by committed runs of the same model and dataset. For every tested claim (normbench.experiments.familywise): the
 seed-to-seed spread, estimated from
 
   1. committed arms: records (this study's own first, else another study's) of exactly the claim's
@@ -89,6 +90,7 @@ class Planned:
     combo: dict[str, Any]
     config: dict[str, Any]
     matched: list[Any]
+    cfg: Any = None  # the composed run config (a DictConfig), for measuring its cost (experiments.cost)
 
 
 def planned_configs(exp: Any, runs: list[Any]) -> dict[str, list[Planned]]:
@@ -110,7 +112,7 @@ def planned_configs(exp: Any, runs: list[Any]) -> dict[str, list[Planned]]:
             matched = [r for r in runs if same_training(config, r.config)]
             # this study's own records first: they are the pilot of exactly this protocol
             matched.sort(key=lambda r: (r.study != exp.name, r.study, r.part, r.seed))
-            rows.append(Planned(part, dict(combo), config, matched))
+            rows.append(Planned(part, dict(combo), config, matched, cfg))
         out[part] = rows
     return out
 
@@ -260,26 +262,95 @@ def claim_line(claim: dict[str, Any], rows: list[Planned], n: int, alpha: float,
 # ---------------------------------------------------------------------------------------------- cost
 
 
-def part_cost(rows: list[Planned], seeds: int) -> str:
-    """CPU-hours of a part from committed wall_s x threads of matching configurations, or 'unknown'."""
-    per_run, unknown = [], 0
-    for p in rows:
-        # one source per configuration (this study's own runs first): another study's runs of the same
-        # training config may measure more (e.g. a precise test every epoch) and take longer
-        first = (p.matched[0].study, p.matched[0].part) if p.matched else None
-        costs = [float(r.summary["wall_s"]) * int(r.config.get("trainer.threads") or 1) / 3600
-                 for r in p.matched if (r.study, r.part) == first and isinstance(r.summary.get("wall_s"), (int, float))]
-        if costs:
-            per_run.append(float(np.mean(costs)))
-        else:
-            unknown += 1
-    if not per_run:
-        return "CPU-hours unknown (no committed run of these configurations)"
-    total = sum(per_run) * seeds
+def committed_hours(p: Planned) -> float | None:
+    """CPU-hours of one run of `p` from its committed records (one source: this study's own runs first;
+    another study's runs of the same training config may measure more and take longer), or None."""
+    if not p.matched:
+        return None
+    first = (p.matched[0].study, p.matched[0].part)
+    costs = [float(r.summary["wall_s"]) * int(r.config.get("trainer.threads") or 1) / 3600
+             for r in p.matched if (r.study, r.part) == first and isinstance(r.summary.get("wall_s"), (int, float))]
+    return float(np.mean(costs)) if costs else None
+
+
+@dataclass
+class PartCost:
+    """A part's estimated CPU-hours and how they were obtained."""
+
+    final_hours: float
+    tuning_hours: float
+    committed: int  # configurations costed from committed records
+    measured: int  # configurations measured here (experiments.cost)
+    calibration: str  # how the measured ones were scaled
+
+    def text(self, n_configs: int) -> str:
+        total = self.final_hours + self.tuning_hours
+        how = []
+        if self.committed:
+            how.append(f"committed runs of {self.committed} of {n_configs} configurations")
+        if self.measured:
+            how.append(f"training steps measured on this machine for {self.measured} ({self.calibration})")
+        tuning = (f" ({self.final_hours:.2f} final runs + {self.tuning_hours:.2f} tuning, without pruning)"
+                  if self.tuning_hours else "")
+        return f"{total:.2f} CPU-hours estimated{tuning} from " + " and ".join(how)
+
+
+def part_costs(rows: list[Planned], seeds: int, tuning_runs_per_config: int = 0, runs: list[Any] | None = None,
+               cost_model: Any = None) -> PartCost:
+    """CPU-hours of a part: committed wall time where records of the configuration exist, else measured here
+    (normbench.experiments.cost), scaled by the median committed/measured ratio over up to 3 committed
+    configurations (any study's) of the same model and dataset."""
+    from normbench.experiments.cost import CostModel, cpu_hours
+
+    model = cost_model or CostModel()
+    per_config: list[float | None] = [committed_hours(p) for p in rows]
+    committed = sum(1 for h in per_config if h is not None)
+    unknown = [i for i, h in enumerate(per_config) if h is None and rows[i].cfg is not None]
+    calibration = "uncalibrated: no committed run of this model and dataset"
     if unknown:
-        return (f"at least {total:.2f} CPU-hours from committed runs of {len(per_run)} of {len(rows)} "
-                f"configurations ({unknown} unknown)")
-    return f"{total:.2f} CPU-hours estimated from committed runs of all {len(rows)} configurations"
+        ratio = calibration_ratio(model, {(rows[i].config.get("model.name"), rows[i].config.get("data.name"))
+                                          for i in unknown}, runs or [])
+        if ratio is not None:
+            calibration = f"scaled x{ratio[0]:.2f}, calibrated by {ratio[1]} committed configurations"
+        for i in unknown:
+            per_config[i] = cpu_hours(model.run_seconds(rows[i].cfg), rows[i].cfg) * (ratio[0] if ratio else 1.0)
+    costed = [h for h in per_config if h is not None]
+    return PartCost(sum(costed) * seeds, sum(costed) * tuning_runs_per_config, committed, len(unknown), calibration)
+
+
+def calibration_ratio(model: Any, workloads: set[tuple], runs: list[Any], most: int = 3) -> tuple[float, int] | None:
+    """Median of committed CPU-hours / this machine's estimate over up to `most` distinct committed training
+    configurations of the given (model, dataset) workloads, and how many; None when there are none."""
+    from normbench.config import from_mapping
+    from normbench.experiments.cost import cpu_hours
+
+    seen: list[dict[str, Any]] = []
+    ratios = []
+    for r in runs:
+        if (r.config.get("model.name"), r.config.get("data.name")) not in workloads or r.config in seen:
+            continue
+        if not isinstance(r.summary.get("wall_s"), (int, float)) or not isinstance(r.summary.get("config"), dict):
+            continue
+        seen.append(r.config)
+        try:
+            cfg = from_mapping(r.summary["config"])
+            estimate = cpu_hours(model.run_seconds(cfg), cfg)
+        except Exception:  # noqa: BLE001 - a record this code can no longer compose does not calibrate
+            continue
+        if estimate > 0:
+            ratios.append(float(r.summary["wall_s"]) * int(r.config.get("trainer.threads") or 1) / 3600 / estimate)
+        if len(ratios) >= most:
+            break
+    return (float(np.median(ratios)), len(ratios)) if ratios else None
+
+
+def part_cost(rows: list[Planned], seeds: int, tuning_runs_per_config: int = 0, runs: list[Any] | None = None,
+              cost_model: Any = None) -> str:
+    """The part's cost line (see part_costs)."""
+    cost = part_costs(rows, seeds, tuning_runs_per_config, runs, cost_model)
+    if not cost.committed and not cost.measured:
+        return "CPU-hours unknown (no committed run of these configurations)"
+    return cost.text(len(rows))
 
 
 def render_plan(exp: Any, results_dir: Path) -> str:
@@ -295,10 +366,16 @@ def render_plan(exp: Any, results_dir: Path) -> str:
     lines = [f"study {exp.name} (scale {exp.scale}): {exp.trials_planned()} runs planned; claims at alpha {alpha:g}, "
              f"Holm over m = {m} tested claims (planned at its strictest step, alpha/m = {step:.3g}), power "
              f"{POWER:g}"]
+    from normbench.experiments.cost import CostModel
+
+    cost_model = CostModel()
     for part, spec in exp.parts.items():
         grid = " x ".join(f"{d.label} ({len(d.values)})" for d in spec.grid) or "one configuration"
-        lines.append(f"part {part}: {grid} x {len(spec.seeds)} seeds = {len(rows[part]) * len(spec.seeds)} runs; "
-                     f"{part_cost(rows[part], len(spec.seeds))}")
+        tuning = exp.tuning.get(part)
+        tuning_runs = tuning.trials * len(tuning.seeds) if tuning is not None else 0
+        tuned = f" + {len(rows[part]) * tuning_runs} tuning runs" if tuning_runs else ""
+        lines.append(f"part {part}: {grid} x {len(spec.seeds)} seeds = {len(rows[part]) * len(spec.seeds)} runs"
+                     f"{tuned}; {part_cost(rows[part], len(spec.seeds), tuning_runs, runs, cost_model)}")
         for p in rows[part]:
             shown = ", ".join(f"{k}={v}" for k, v in p.combo.items()) or "the base"
             lines.append(f"  {shown}: {len(spec.seeds)} runs ({len(p.matched)} committed runs of this config)")

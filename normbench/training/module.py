@@ -41,13 +41,14 @@ class Classifier(L.LightningModule):
 
     def __init__(self, net: nn.Module, optim: dict[str, Any], hparams: dict[str, Any] | None = None,
                  accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
-                 compile_mode: str | None = None):
+                 compile_mode: str | None = None, channels_last: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.net = net
         self.optim_cfg = dict(optim)
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val or None
+        self.channels_last = bool(channels_last)  # training batches in channels-last (the model was converted)
         self._plain_backward = False  # decided when fitting starts (plain_backward)
         self._direct: DirectStep | None = None  # decided when fitting starts (DirectStep.setup)
         # The training forward through torch.compile (None: eager). Kept out of the module's children so the
@@ -92,6 +93,8 @@ class Classifier(L.LightningModule):
         for x, y in batches_of(batch):
             if 0 <= max_steps <= self.trainer.global_step:
                 break  # max_steps reached inside a chunk (Lightning stops after this batch)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             logits = self._train_forward(x)
             loss = F.cross_entropy(logits, y)
             if self.initial_loss is None:

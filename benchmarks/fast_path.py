@@ -122,7 +122,7 @@ def measure(norms: list[str], batch: int, rounds: int, variants: list[str]) -> d
             step_s = statistics.median(t)
             out[norm][v] = {
                 "step_ms": 1000 * step_s,
-                "ratio": statistics.median(b / s for b, s in zip(base, t)),
+                "ratio": statistics.median(b / s for b, s in zip(base, t, strict=True)),
                 "compile_s": max(0.0, warm[(norm, v)] - 3 * step_s) if VARIANTS[v]["compile"] else 0.0,
             }
     del steppers
@@ -240,15 +240,17 @@ def main(argv: list[str] | None = None) -> None:
                             "variants": {str(b): {k: {"ratio": round(e["ratio"], 3),
                                                       "compile_s": round(e["compile_s"], 1)}
                                                   for k, e in results[b][norm].items()} for b in batches}}
-            print(f"  {norm:<11} {describe(VARIANTS[v]):<40} " + ", ".join(f"{g:.2f}x at {b}" for b, g in gains.items()))
+            shown = ", ".join(f"{g:.2f}x at {b}" for b, g in gains.items())
+            print(f"  {norm:<11} {describe(VARIANTS[v]):<40} {shown}")
         if args.write:
             header = {"measured": date.today().isoformat(), "torch": torch.__version__, "cpu": cpu,
                       "threads": args.threads, "run_examples": args.run_examples, "min_gain": args.min_gain,
-                      "command": "python -m benchmarks.fast_path " + " ".join(argv if argv is not None else sys.argv[1:])}
+                      "command": " ".join(["python -m benchmarks.fast_path",
+                                           *(argv if argv is not None else sys.argv[1:])])}
             write_table(chosen, header)
             print(f"wrote {FAST_PATHS_FILE}")
     if args.vs_bare or args.vs_bare_only:
-        table = json.loads(FAST_PATHS_FILE.read_text()).get("models", {}).get(MODEL, {}) if not chosen else chosen
+        table = chosen or json.loads(FAST_PATHS_FILE.read_text()).get("models", {}).get(MODEL, {})
         print(f"\nnormbench train() vs a bare loop, same model/precision/memory format, {args.bare_examples} "
               f"synthetic examples, median of {args.repeats}")
         for norm in norms:

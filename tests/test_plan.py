@@ -81,7 +81,8 @@ def test_plan_at_the_smoke_scale_has_no_spread_and_says_so(capsys):
     assert main(["reproduce", "gn_batch_size", "--plan", "scale=smoke"]) == 0
     out = capsys.readouterr().out
     assert "seed spread unknown" in out
-    assert "training steps measured on this machine for 18 (uncalibrated: no committed run of this model and data" in out
+    assert ("training steps measured on this machine for 18 (uncalibrated: no committed run of this model and "
+            "data") in out
 
 
 # ---------------------------------------------------------------------------------------------- same runs

@@ -6,8 +6,8 @@ measures here, in a few seconds per configuration:
 
 - the training step: the configuration's model, norm, per-worker norms, precision, memory format and thread
   count, built as `normbench.train` builds them, timed over a few SGD steps at its step batch size on real
-  inputs of its dataset (the fastest of at least 5 after 2 untimed ones, more up to 0.3 s; torch.compile is not run here, so a compiled
-  configuration is costed at its eager speed: an overestimate);
+  inputs of its dataset (the fastest of at least 5 after 2 untimed ones, more up to 0.3 s; torch.compile is
+  not run here, so a compiled configuration is costed at its eager speed: an overestimate);
 - the evaluation: eval-mode forward passes at its eval batch size, per example;
 
 and adds them up over the run: epochs x steps per epoch x the step (micro-batches included), plus every

@@ -3,8 +3,8 @@
 Nothing is trained. For every part: its configurations, seeds and runs (tuning runs included), and the
 CPU-hours estimated from the wall time of committed records of the same configurations (same training config,
 normbench.experiments.overlap), or, where none matches, from training steps measured on this machine
-(normbench.experiments.cost), scaled by committed runs of the same model and dataset. For every tested claim (normbench.experiments.familywise): the
-seed-to-seed spread, estimated from
+(normbench.experiments.cost), scaled by committed runs of the same model and dataset. For every tested claim
+(normbench.experiments.familywise): the seed-to-seed spread, estimated from
 
   1. committed arms: records (this study's own first, else another study's) of exactly the claim's
      configurations, paired by seed when both sides have >= 2 shared seeds (the sd of the per-seed difference),

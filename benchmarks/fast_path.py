@@ -30,6 +30,7 @@ the same model, precision and memory format on the same tensors, per norm at its
 Usage:
     python -m benchmarks.fast_path [--norms bn,gn,ln,frn,evonorm_b0] [--batches 32,128] [--rounds 15] [--write]
     python -m benchmarks.fast_path --vs-bare-only --norms bn,frn --batches 128
+    python -m benchmarks.fast_path --verify-from results/fast_path_check   # after the science check ran
 """
 
 from __future__ import annotations
@@ -195,6 +196,54 @@ def write_table(choices: dict[str, dict[str, Any]], header: dict[str, Any], path
     path.write_text(json.dumps({**header, "models": models}, indent=1) + "\n")
 
 
+def verify_from(study_dir: Path, path: Path = FAST_PATHS_FILE) -> list[str]:
+    """Copies the science check's verdicts (a committed `fast_path_check` study) into the table: for every
+    tested claim comparing one norm's fast variant (`a`) with its float32 eager run (`b`) on an accuracy
+    metric, the norm's entry gets `verified` {study, claim, held, margin_pp, difference_pp, ci_pp, n} when
+    the variant the study ran is the one the table chooses. Returns one line per norm."""
+    from normbench.experiments.spec import load_experiment
+
+    exp = load_experiment(study_dir.name)
+    verdicts = {c["id"]: c for c in json.loads((study_dir / "claims.json").read_text())}
+    records = [json.loads(line) for f in sorted((study_dir / "records").glob("*.jsonl"))
+               for line in f.read_text().splitlines() if line.strip()]
+    table = json.loads(path.read_text())
+    entries = table.get("models", {}).get(MODEL, {})
+    lines = []
+    for claim in exp.claims:
+        test = claim["test"]
+        if test.get("kind") != "difference" or test.get("expect") != "equivalent" or "acc" not in test["metric"]:
+            continue
+        norm = test["a"].get("norm")
+        ran = [r for r in records if r["config"]["norm"]["name"] == norm
+               and all(_config_value(r["config"], k) == v for k, v in test["a"].items())]
+        if not ran or norm not in entries:
+            continue
+        variant = {k: ran[0]["config"]["trainer"][k] for k in EAGER_FP32}
+        chosen = {k: entries[norm][k] for k in EAGER_FP32}
+        if variant != chosen:
+            lines.append(f"{norm}: the study checked {describe(variant)}, the table chooses {describe(chosen)}: "
+                         "not verified")
+            entries[norm].pop("verified", None)
+            continue
+        v = verdicts[claim["id"]]
+        entries[norm]["verified"] = {
+            "study": study_dir.name, "claim": claim["id"], "held": bool(v["held"]),
+            "margin_pp": round(100 * float(test["margin"]), 3), "difference_pp": round(100 * float(v["value"]), 3),
+            "ci_pp": [round(100 * float(v["low"]), 3), round(100 * float(v["high"]), 3)], "n": v["n"],
+            "p_holm": v.get("p_holm")}
+        lines.append(f"{norm}: {describe(variant)}: {v['verdict']} ({v['detail']})")
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return lines
+
+
+def _config_value(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--norms", default="bn,gn,ln,frn,evonorm_b0")
@@ -209,7 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vs-bare-only", action="store_true", help="only that, at the table's variant")
     parser.add_argument("--bare-examples", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--verify-from", type=Path, default=None,
+                        help="copy the verdicts of a committed science check (results/fast_path_check) into the table")
     args = parser.parse_args(argv)
+    if args.verify_from is not None:
+        for line in verify_from(args.verify_from):
+            print(line)
+        return
 
     torch.set_num_threads(args.threads)
     torch._dynamo.config.recompile_limit = 256  # many instances of one model class in one process

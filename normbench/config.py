@@ -127,7 +127,7 @@ class TrainerSchema:
     # norm (normbench/training/fast_paths.json); auto: that variant only where the science check
     # (results/fast_path_check) showed it equivalent to float32 eager within fast_path_margin points
     fast_path: Literal["off", "auto", "fastest"] = "off"
-    fast_path_margin: float = option(1.0, low=0, low_open=True)  # percentage points of test accuracy
+    fast_path_margin: float = option(1.5, low=0, low_open=True)  # percentage points of test accuracy
     # optimizer steps per Lightning batch (normbench.training.chunks): Lightning's per-batch cost is paid once
     # per chunk; the steps and their numbers are those of one step per batch. auto: chunks of about 4,096
     # samples, 1 to 32 steps (1 with several devices)

@@ -174,7 +174,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # its steps are grouped (trainer.chunk_steps: bit-identical, tests/test_chunks.py). A resumed checkpoint or
 # sweep study may differ in them, and a multirun study's name leaves them out.
 NEUTRAL_KEYS = ("out_dir", "results_dir", "logger", "trainer.progress_bar", "data.root", "data.download",
-                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler", "trainer.chunk_steps")
+                "trainer.checkpoint", "trainer.ckpt_path", "trainer.profiler", "trainer.chunk_steps",
+                # picks the compute settings under fast_path=auto; the settings that ran are in the config
+                "trainer.fast_path_margin")
 
 
 def under(key: str, prefixes: tuple[str, ...] = NEUTRAL_KEYS) -> bool:
@@ -184,7 +186,7 @@ def under(key: str, prefixes: tuple[str, ...] = NEUTRAL_KEYS) -> bool:
 
 # Run-config keys added since records and checkpoints were written without them, with the value their absence
 # meant (the run did what this value does): an older record resumes, or compares, as that value.
-ADDED_KEYS: dict[str, Any] = {"optim.warmup_steps": 0}
+ADDED_KEYS: dict[str, Any] = {"optim.warmup_steps": 0, "trainer.channels_last": False, "trainer.fast_path": "off"}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

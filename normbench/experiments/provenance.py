@@ -1,6 +1,7 @@
 """results/<study>/provenance.json: what produced a study's records, computed from the records alone.
 
-Code version (git sha, dirty flag), numerics fingerprints (normbench.numerics), library versions, machine
+Code version (git sha, dirty flag), numerics fingerprints (normbench.numerics), the compute paths (precision,
+channels-last, compiled: normbench.training.fast_path) with their run counts, library versions, machine
 (CPU model, cores, accelerator, threads per run), seeds, trial counts by outcome, per-trial and total wall
 time, CPU time (wall x threads) and the dates of the first start and last completion. Regenerated
 byte-identically by `reproduce --check`.
@@ -29,6 +30,20 @@ def _uniq(values: list[Any]) -> list[Any]:
     for v in values:
         out.setdefault(json.dumps(v, sort_keys=True), v)
     return [out[k] for k in sorted(out)]
+
+
+def compute_paths(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which compute path the runs took (normbench.training.fast_path): precision, memory format, compile,
+    with the number of runs of each (records from before channels-last was a key ran contiguous)."""
+    counts: dict[str, int] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        path = {"precision": str(s.get("precision", "32")), "channels_last": bool(s.get("channels_last", False)),
+                "compiled": bool(s.get("compiled", False))}
+        key = json.dumps(path, sort_keys=True)
+        paths[key] = path
+        counts[key] = counts.get(key, 0) + 1
+    return [{**paths[k], "runs": counts[k]} for k in sorted(paths)]
 
 
 def provenance(exp: Any, rows_by_part: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -64,6 +79,7 @@ def provenance(exp: Any, rows_by_part: dict[str, list[dict[str, Any]]]) -> dict[
         "code": _uniq([{"git_sha": s.get("git_sha"), "git_dirty": s.get("git_dirty")} for s in summaries]),
         "numerics": _uniq([record_fingerprint(s) for s in summaries]),
         "versions": _uniq([s.get("versions") for s in summaries if s.get("versions")]),
+        "compute_paths": compute_paths(summaries),
         "machine": _uniq([{**(s.get("machine") or {}), "accelerator": s.get("accelerator"),
                            "device": s.get("device_name"), "threads": _threads(s)} for s in summaries]),
         "time": {

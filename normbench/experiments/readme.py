@@ -103,6 +103,12 @@ def render(exp: Any, finding: str | None, claims: list[Any], tables: list[tuple[
     for v in prov["versions"]:
         out.append(f"- versions: python {v.get('python')}, torch {v.get('torch')}, lightning {v.get('lightning')}, "
                    f"numpy {v.get('numpy')}, normbench {v.get('normbench')}")
+    paths = prov.get("compute_paths") or []
+    if paths:
+        from normbench.training.fast_path import describe
+
+        shown = "; ".join(f"{describe({**p, 'compile': p['compiled']})} ({p['runs']} runs)" for p in paths)
+        out.append(f"- compute path: {shown} (normbench.training.fast_path)")
     for m in prov["machine"]:
         out.append(f"- machine: {m.get('cpu_model')} ({m.get('cpu_count')} logical cores), {m.get('accelerator')}"
                    f"{'' if m.get('device') in (None, 'cpu') else ' ' + str(m.get('device'))}, "

@@ -91,16 +91,18 @@ def take_cfg_flag(args: list[str]) -> tuple[str | None, list[str]]:
                 "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml; with -m a grid study "
                 "of the value lists (norm=bn,gn)")
 def cmd_run(args: list[str]) -> int:
+    from normbench.resources import check_count, take_override
     from normbench.sweep.multirun import take_flag
 
     multirun, args = take_flag(args)
     show_cfg, args = take_cfg_flag(args)
+    allow_oversubscribe, args = take_override(args)
     if multirun:
         if show_cfg is not None:
             raise ConfigError("--cfg prints one run's config; drop -m/--multirun")
         from normbench.sweep import run_sweep
 
-        return run_sweep(args, multirun=True)
+        return run_sweep(args, multirun=True, allow_oversubscribe=allow_oversubscribe)
     if show_cfg is not None:
         if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
             raise ConfigError("--cfg prints one run's config; drop sweep=... and sweep.* from the command")
@@ -113,10 +115,11 @@ def cmd_run(args: list[str]) -> int:
     if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
         from normbench.sweep import run_sweep
 
-        return run_sweep(args)
+        return run_sweep(args, allow_oversubscribe=allow_oversubscribe)
     from normbench.config import load_config
 
     cfg = load_config(args)
+    check_count("trainer.threads", cfg.trainer.threads, allow_oversubscribe)
     from normbench.report.console import print_summary
     from normbench.train import train
 
@@ -151,7 +154,10 @@ def cmd_table(args: list[str]) -> int:
     from normbench.report.tables import TABLE_OPTIONS, table_columns, write_tables
 
     ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
-    table_columns(ref.options)  # a bad column spec fails before the study is read
+    from normbench.report.metrics import check_metric_keys
+
+    columns, _ = table_columns(ref.options)  # a bad column spec fails before the study is read
+    check_metric_keys([c.key for c in columns], "table.columns")
     for path in write_tables(load_results(ref), ref.options, ref.out_dir):
         print(f"wrote {path}")
     return 0

@@ -268,6 +268,9 @@ PER_EPOCH_OBJECTIVES = names(writer="evaluator", per_epoch=True, run=True, test_
 # Stored as numeric trial attributes (`metric.<name>`) in a sweep's study, beside the whole record.
 HEADLINE = names(headline=True)
 
+# The numeric fields of the top-level record: what a sweep's objective or a table column can name.
+NUMERIC = tuple(f.name for f in FIELDS if f.run and f.type in ("number", "integer"))
+
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float), "integer": (int,), "string": (str,), "boolean": (bool,), "object": (dict,),
     "array": (list,),

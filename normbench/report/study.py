@@ -20,7 +20,15 @@ from typing import Any
 from normbench.errors import ConfigError
 from normbench.paths import config_dir, is_file_argument
 from normbench.report.metrics import metric_value
-from normbench.results import display_url, inspect_sqlite, sqlite_path, storage_url, stored_summary, sweep_dir
+from normbench.results import (
+    check_study_name,
+    display_url,
+    inspect_sqlite,
+    sqlite_path,
+    storage_url,
+    stored_summary,
+    sweep_dir,
+)
 
 SEED_KEY = "seed"
 
@@ -91,8 +99,10 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
                           f"accepted: {', '.join(accepted)}")
     results_dir = Path(str(values.get("results_dir") or "runs/sweeps"))
     storage = values.get("sweep.storage")
-    study = values.get("sweep.study_name") or (sweep_path(sweep).stem if is_file_argument(sweep) else sweep)
-    return ReportArgs(str(study), results_dir, str(storage) if storage else None, options, file=sweep)
+    given = values.get("sweep.study_name")
+    study = str(given or (sweep_path(sweep).stem if is_file_argument(sweep) else sweep))
+    check_study_name(study, "sweep.study_name" if given else "sweep")  # the rule `run` applies: no path out
+    return ReportArgs(study, results_dir, str(storage) if storage else None, options, file=sweep)
 
 
 def sweep_path(sweep: str) -> Path:

@@ -150,12 +150,13 @@ def cmd_list(args: list[str]) -> int:
 
 @command("table", "write <results_dir>/<sweep>/table.md and table.tex from a stored sweep (never re-trains)")
 def cmd_table(args: list[str]) -> int:
+    from normbench.report.metrics import check_metric_keys
+    from normbench.report.option_checks import TABLE_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
     from normbench.report.tables import TABLE_OPTIONS, table_columns, write_tables
 
     ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
-    from normbench.report.metrics import check_metric_keys
-
+    check_options(ref.options, TABLE_CHECKS, "table")
     columns, _ = table_columns(ref.options)  # a bad column spec fails before the study is read
     check_metric_keys([c.key for c in columns], "table.columns")
     for path in write_tables(load_results(ref), ref.options, ref.out_dir):
@@ -166,9 +167,11 @@ def cmd_table(args: list[str]) -> int:
 @command("plot", "write PNG/PDF figures under <results_dir>/<sweep>/figures/ from a stored sweep")
 def cmd_plot(args: list[str]) -> int:
     from normbench.report.figures import REPORT_OPTIONS, write_figures
+    from normbench.report.option_checks import REPORT_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
 
     ref = parse_report_args(args, "plot", "report", REPORT_OPTIONS)
+    check_options(ref.options, REPORT_CHECKS, "report")
     paths, skipped = write_figures(load_results(ref), ref.options, ref.out_dir / "figures")
     for path in paths:
         print(f"wrote {path}")
@@ -181,9 +184,11 @@ def cmd_plot(args: list[str]) -> int:
 def cmd_dashboard(args: list[str]) -> int:
     from normbench.report.dashboard import publish
     from normbench.report.figures import REPORT_OPTIONS
+    from normbench.report.option_checks import REPORT_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
 
     ref = parse_report_args(args, "dashboard", "report", REPORT_OPTIONS)
+    check_options(ref.options, REPORT_CHECKS, "report")
     print(publish(load_results(ref), ref))
     return 0
 

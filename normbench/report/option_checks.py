@@ -83,6 +83,24 @@ def formats(key: str, value: Any) -> None:
         raise _fail(key, value, f"a non-empty list of {', '.join(FORMATS)}")
 
 
+def choice(*accepted: str) -> Check:
+    """One of `accepted` (the message: "must be a, b or c")."""
+    said = f"{', '.join(accepted[:-1])} or {accepted[-1]}"
+
+    def check(key: str, value: Any) -> None:
+        if value not in accepted:
+            raise _fail(key, value, said)
+
+    return check
+
+
+def figures(key: str, value: Any) -> None:
+    from normbench.report.figures import selected
+
+    keys(key, value)
+    selected({"figures": value})  # the names, before the study is read
+
+
 def wandb_name(key: str, value: Any) -> None:
     from normbench.config import check_wandb_names
 
@@ -94,15 +112,16 @@ def wandb_name(key: str, value: Any) -> None:
 
 
 TABLE_CHECKS: dict[str, Check] = {
-    "columns": columns, "compare_key": text, "compare_metric": optional_metric, "level": level,
+    "columns": columns, "layout": choice("long", "pivot"), "metric": choice("accuracy", "error"),
+    "compare_key": text, "compare_metric": optional_metric, "level": level,
     "dims": keys, "where": mapping, "references": references, "caption": optional_text, "rows": keys,
     "cols": keys, "value": optional_metric, "col_labels": mapping, "row_options": boolean, "deltas_only": boolean,
 }
 
 REPORT_CHECKS: dict[str, Check] = {
-    "figures": keys, "batch_key": text, "momentum_key": text, "calib_metric": metric, "ema_metric": metric,
+    "figures": figures, "batch_key": text, "momentum_key": text, "calib_metric": metric, "ema_metric": metric,
     "precise_metric": metric, "formats": formats, "project": wandb_name, "entity": optional_text,
-    "artifact": boolean,
+    "artifact": boolean, "mode": choice("auto", "online", "offline"),
 }
 
 

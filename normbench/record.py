@@ -299,8 +299,14 @@ def problems(summary: Mapping[str, Any]) -> list[str]:
 
     for key, value in summary.items():
         check("", key, value, "run")
-    for i, entry in enumerate(summary.get("history") or []):
-        for key, value in (entry or {}).items():
+    history = summary.get("history")
+    for i, entry in enumerate(history if isinstance(history, list) else []):  # not a list: reported above
+        if entry is None:
+            continue
+        if not isinstance(entry, Mapping):
+            out.append(f"history[{i}]: {entry!r} is not object")
+            continue
+        for key, value in entry.items():
             check(f"history[{i}].", key, value, "per_epoch")
     return out
 

@@ -58,14 +58,14 @@ def read_lines(path: Path, shown: str) -> tuple[list[tuple[int, dict[str, Any]]]
         if missing:
             problems.append(f"{shown}:{i}: record lacks {', '.join(missing)}")
             continue
-        bad = _field_problems(row)
-        problems.extend(f"{shown}:{i}: {p}" for p in bad)
-        if not bad:
+        bad = _trial_problems(row)
+        problems.extend(f"{shown}:{i}: {p}" for p in bad + _summary_problems(row["summary"]))
+        if not bad:  # a bad summary still stands for its point in the grid check
             rows.append((i, row))
     return rows, problems
 
 
-def _field_problems(row: dict[str, Any]) -> list[str]:
+def _trial_problems(row: dict[str, Any]) -> list[str]:
     out = []
     number = row["number"]
     if isinstance(number, bool) or not isinstance(number, int) or number < 0:
@@ -74,12 +74,15 @@ def _field_problems(row: dict[str, Any]) -> list[str]:
         out.append(f"state: {row['state']!r} is not one of {', '.join(STATES)}")
     if not isinstance(row["params"], dict):
         out.append(f"params: {row['params']!r} is not a mapping")
-    summary = row["summary"]
-    if summary is not None and not isinstance(summary, dict):
-        out.append(f"summary: {type(summary).__name__} is not a run record (a JSON object or null)")
-    elif summary is not None:
-        out.extend(f"summary.{p}" for p in record.problems(summary))
     return out
+
+
+def _summary_problems(summary: Any) -> list[str]:
+    if summary is None:
+        return []
+    if not isinstance(summary, dict):
+        return [f"summary: {type(summary).__name__} is not a run record (a JSON object or null)"]
+    return [f"summary.{p}" for p in record.problems(summary)]
 
 
 def _duplicates(rows: list[tuple[int, dict[str, Any]]], shown: str, key: tuple[str, ...]) -> list[str]:

@@ -291,17 +291,18 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
         for p, _ in procs:
             p.join()
         raise
-    code = 0
     errors: list[str] = []
+    silent: list[str] = []  # workers that exited without an error line in their log
     for p, log_path in procs:
         p.join()
         if p.exitcode != 0:
             line = _error_line(log_path)
-            if line is not None and line not in errors:
+            if line is None:
+                silent.append(f"worker {p.name} exited with code {p.exitcode}; see {log_path}")
+            elif line not in errors:
                 errors.append(line)
-            elif line is None:
-                print(f"worker {p.name} exited with code {p.exitcode}; see {log_path}", file=sys.stderr, flush=True)
-            code = 1
-    if errors:
+    if errors:  # one line: a worker whose log says nothing met the same fault (a full disk cannot take its log)
         raise RunFault("; ".join(e[len("error: "):] for e in errors))
-    return code
+    for text in silent:
+        print(text, file=sys.stderr, flush=True)
+    return 1 if silent else 0

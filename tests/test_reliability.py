@@ -238,3 +238,13 @@ def test_the_outage_warning_names_its_cause(capsys):
     refused = psycopg.OperationalError("connection failed: connection to server at \"127.0.0.1\", port 1 failed: "
                                        "Connection refused")
     assert cause_text(_raised(refused)).endswith("port 1 failed: Connection refused")
+
+
+def test_a_fault_of_the_workers_is_one_line():
+    from normbench.sweep.runner import worker_faults
+
+    full = "error: disk full: cannot write /d/results/tiny/study.db (No space left on device); nothing was damaged"
+    exits = [("normbench-sweep-0", 1, full, Path("0.log")), ("normbench-sweep-1", 1, None, Path("1.log")),
+             ("normbench-sweep-2", 1, full, Path("2.log"))]
+    assert worker_faults(exits) == (full[len("error: "):], [])
+    assert worker_faults(exits[1:2]) == (None, ["worker normbench-sweep-1 exited with code 1; see 1.log"])

@@ -291,18 +291,29 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
         for p, _ in procs:
             p.join()
         raise
-    errors: list[str] = []
-    silent: list[str] = []  # workers that exited without an error line in their log
+    exits = []
     for p, log_path in procs:
         p.join()
         if p.exitcode != 0:
-            line = _error_line(log_path)
-            if line is None:
-                silent.append(f"worker {p.name} exited with code {p.exitcode}; see {log_path}")
-            elif line not in errors:
-                errors.append(line)
-    if errors:  # one line: a worker whose log says nothing met the same fault (a full disk cannot take its log)
-        raise RunFault("; ".join(e[len("error: "):] for e in errors))
+            exits.append((p.name, p.exitcode, _error_line(log_path), log_path))
+    fault, silent = worker_faults(exits)
+    if fault is not None:
+        raise RunFault(fault)
     for text in silent:
         print(text, file=sys.stderr, flush=True)
     return 1 if silent else 0
+
+
+def worker_faults(exits: list[tuple[str, int, str | None, Path]]) -> tuple[str | None, list[str]]:
+    """What the failed workers say, as (the command's one fault line or None, lines for workers that said nothing).
+
+    Args:
+        exits: (name, exit code, the `error: ` line of its log or None, its log) of each worker that failed.
+
+    A fault any worker reported is the whole answer: a worker whose log says nothing met the same fault (a full
+    disk cannot take its log either), and one line is what the command prints.
+    """
+    errors = list(dict.fromkeys(line[len("error: "):] for _, _, line, _ in exits if line is not None))
+    if errors:
+        return "; ".join(errors), []
+    return None, [f"worker {name} exited with code {code}; see {log}" for name, code, _, log in exits]

@@ -39,8 +39,8 @@ def read_lines(path: Path, shown: str) -> tuple[list[tuple[int, dict[str, Any]]]
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        return [], [f"{shown}:{line}: not UTF-8 text (byte {e.start}); a record file is JSON lines"]
+        at = path.read_bytes()[: e.start].count(b"\n") + 1
+        return [], [f"{shown}:{at}: not UTF-8 text (byte {e.start}); a record file is JSON lines"]
     rows, problems = [], []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():

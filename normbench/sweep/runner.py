@@ -304,7 +304,7 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     return 1 if silent else 0
 
 
-def worker_faults(exits: list[tuple[str, int, str | None, Path]]) -> tuple[str | None, list[str]]:
+def worker_faults(exits: list[tuple[str, int | None, str | None, Path]]) -> tuple[str | None, list[str]]:
     """What the failed workers say, as (the command's one fault line or None, lines for workers that said nothing).
 
     Args:

@@ -91,16 +91,18 @@ def take_cfg_flag(args: list[str]) -> tuple[str | None, list[str]]:
                 "with sweep=NAME run (or resume) the Optuna sweep configs/sweep/NAME.yaml; with -m a grid study "
                 "of the value lists (norm=bn,gn)")
 def cmd_run(args: list[str]) -> int:
+    from normbench.resources import check_count, take_override
     from normbench.sweep.multirun import take_flag
 
     multirun, args = take_flag(args)
     show_cfg, args = take_cfg_flag(args)
+    allow_oversubscribe, args = take_override(args)
     if multirun:
         if show_cfg is not None:
             raise ConfigError("--cfg prints one run's config; drop -m/--multirun")
         from normbench.sweep import run_sweep
 
-        return run_sweep(args, multirun=True)
+        return run_sweep(args, multirun=True, allow_oversubscribe=allow_oversubscribe)
     if show_cfg is not None:
         if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
             raise ConfigError("--cfg prints one run's config; drop sweep=... and sweep.* from the command")
@@ -113,10 +115,11 @@ def cmd_run(args: list[str]) -> int:
     if any(a.split("=", 1)[0] == "sweep" or a.startswith("sweep.") for a in args):
         from normbench.sweep import run_sweep
 
-        return run_sweep(args)
+        return run_sweep(args, allow_oversubscribe=allow_oversubscribe)
     from normbench.config import load_config
 
     cfg = load_config(args)
+    check_count("trainer.threads", cfg.trainer.threads, allow_oversubscribe)
     from normbench.report.console import print_summary
     from normbench.train import train
 
@@ -147,11 +150,15 @@ def cmd_list(args: list[str]) -> int:
 
 @command("table", "write <results_dir>/<sweep>/table.md and table.tex from a stored sweep (never re-trains)")
 def cmd_table(args: list[str]) -> int:
+    from normbench.report.metrics import check_metric_keys
+    from normbench.report.option_checks import TABLE_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
     from normbench.report.tables import TABLE_OPTIONS, table_columns, write_tables
 
     ref = parse_report_args(args, "table", "table", TABLE_OPTIONS)
-    table_columns(ref.options)  # a bad column spec fails before the study is read
+    check_options(ref.options, TABLE_CHECKS, "table")
+    columns, _ = table_columns(ref.options)  # a bad column spec fails before the study is read
+    check_metric_keys([c.key for c in columns], "table.columns")
     for path in write_tables(load_results(ref), ref.options, ref.out_dir):
         print(f"wrote {path}")
     return 0
@@ -160,9 +167,11 @@ def cmd_table(args: list[str]) -> int:
 @command("plot", "write PNG/PDF figures under <results_dir>/<sweep>/figures/ from a stored sweep")
 def cmd_plot(args: list[str]) -> int:
     from normbench.report.figures import REPORT_OPTIONS, write_figures
+    from normbench.report.option_checks import REPORT_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
 
     ref = parse_report_args(args, "plot", "report", REPORT_OPTIONS)
+    check_options(ref.options, REPORT_CHECKS, "report")
     paths, skipped = write_figures(load_results(ref), ref.options, ref.out_dir / "figures")
     for path in paths:
         print(f"wrote {path}")
@@ -175,9 +184,11 @@ def cmd_plot(args: list[str]) -> int:
 def cmd_dashboard(args: list[str]) -> int:
     from normbench.report.dashboard import publish
     from normbench.report.figures import REPORT_OPTIONS
+    from normbench.report.option_checks import REPORT_CHECKS, check_options
     from normbench.report.study import load_results, parse_report_args
 
     ref = parse_report_args(args, "dashboard", "report", REPORT_OPTIONS)
+    check_options(ref.options, REPORT_CHECKS, "report")
     print(publish(load_results(ref), ref))
     return 0
 

@@ -438,6 +438,9 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     check_strategy(trainer["strategy"])
     check_run_length(trainer)
     check_chunk_steps(trainer)
+    check_optim(cfg["optim"])
+    if "wandb" in logger_names(cfg["logger"]):
+        check_wandb_names(cfg["logger"])
     if "tensorboard" in logger_names(cfg["logger"]):
         from normbench.training.tensorboard import check_tensorboard
 
@@ -471,6 +474,32 @@ def check_semantics(cfg: dict[str, Any]) -> None:
             raise ConfigError("trainer.accelerator=gpu but no CUDA device is available; accepted here: auto, cpu")
     if trainer["precision"] == "16-mixed" and resolve_accelerator(trainer["accelerator"]) == "cpu":
         raise ConfigError("trainer.precision=16-mixed needs a GPU; on CPU use 32 or bf16-mixed")
+
+
+def check_optim(optim: dict[str, Any]) -> None:
+    """What torch's optimizer would refuse only when training starts (after the data loaded)."""
+    if optim["name"] == "sgd" and optim["nesterov"] and optim["momentum"] == 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0 (Nesterov momentum without momentum is "
+                          "plain SGD, which torch refuses); set a momentum or optim.nesterov=false")
+
+
+W_AND_B_FORBIDDEN = "/\\#?%:"  # characters W&B refuses in a project name (it would fail when the run starts)
+MAX_WANDB_NAME = 128
+
+
+def check_wandb_names(logger: dict[str, Any]) -> None:
+    """`logger.project` (and entity) as W&B accepts them: no / \\ # ? % :, at most 128 characters."""
+    for key in ("project", "entity"):
+        value = logger.get(key)
+        if value is None and key != "project":
+            continue
+        text = str(value)
+        bad = sorted({c for c in text if c in W_AND_B_FORBIDDEN})
+        if not text or bad or len(text) > MAX_WANDB_NAME:
+            why = (f"holds {' '.join(bad)}" if bad else "is empty" if not text
+                   else f"has {len(text)} characters (at most {MAX_WANDB_NAME})")
+            raise ConfigError(f"logger.{key}={text!r} {why}; W&B names take 1-{MAX_WANDB_NAME} characters without "
+                              f"{' '.join(W_AND_B_FORBIDDEN)}")
 
 
 def check_strategy(strategy: str) -> None:

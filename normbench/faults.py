@@ -8,6 +8,7 @@ that names the cause, the file and what to do; anything else is left alone (None
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator
 
 from normbench.errors import RunFault
@@ -60,6 +61,33 @@ def root_cause(exc: BaseException) -> BaseException:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return " ".join(text[0].split()) if text else type(exc).__name__
+
+
+_WRAPPER_PREFIX = re.compile(r"^\([\w.]+\)\s*")  # SQLAlchemy's "(psycopg.OperationalError) " before the driver's words
+
+
+def cause_text(exc: BaseException) -> str:
+    """The cause of `exc` in words, for a message: the innermost message of its chain that says something.
+
+    A driver may raise an error without words (psycopg's OperationalError(()) when a connection breaks), and
+    SQLAlchemy's wrapper then holds only the class name; that gave "unreachable (())". Such messages are
+    skipped; when no exception of the chain has words, the innermost one's class is named.
+    """
+    chain: list[BaseException] = []
+    for e in causes(exc):
+        chain.append(e)
+        orig = getattr(e, "orig", None)
+        if isinstance(orig, BaseException):
+            chain.append(orig)
+    for e in reversed(chain):
+        lines = str(e).strip().splitlines()
+        text = _WRAPPER_PREFIX.sub("", " ".join(lines[0].split())) if lines else ""
+        if text.strip("()[]{}'\" ,.:;"):
+            return text
+    root = chain[-1]
+    module = type(root).__module__.split(".")[0]
+    name = type(root).__name__ if module == "builtins" else f"{module}.{type(root).__name__}"
+    return f"{name} without a message (the connection failed or was closed)"
 
 
 def as_fault(exc: BaseException, database: str | None = None) -> RunFault | None:

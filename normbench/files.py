@@ -80,7 +80,8 @@ def read_json(path: Path | str) -> Any:
 
 
 def check_output_dir(path: Path | str, key: str) -> None:
-    """Raises ConfigError unless `path` is, or can be made, a writable directory. Creates nothing.
+    """Raises ConfigError unless `path` is, or can be made, a writable directory. Creates nothing (on a file
+    system without storage, a probe folder is made in the deepest existing folder and removed at once).
 
     Args:
         path: the directory a command will write to.
@@ -98,3 +99,9 @@ def check_output_dir(path: Path | str, key: str) -> None:
         raise ConfigError(f"{key}={path} is on a read-only file system ({existing}); give a writable directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path}: {existing} is not writable by this user; give a writable directory")
+    if os.statvfs(existing).f_blocks == 0:  # no storage behind it: a pseudo file system such as /proc or /sys,
+        try:  # which passes the checks above and still refuses a new folder; a probe folder tells
+            os.rmdir(tempfile.mkdtemp(prefix=".normbench-probe-", dir=existing))
+        except OSError as e:
+            raise ConfigError(f"{key}={path}: no directory can be made in {existing} ({e.strerror or e}); give a "
+                              "writable directory") from None

@@ -273,6 +273,9 @@ PER_EPOCH_OBJECTIVES = names(writer="evaluator", per_epoch=True, run=True, test_
 # Stored as numeric trial attributes (`metric.<name>`) in a sweep's study, beside the whole record.
 HEADLINE = names(headline=True)
 
+# The numeric fields of the top-level record: what a sweep's objective or a table column can name.
+NUMERIC = tuple(f.name for f in FIELDS if f.run and f.type in ("number", "integer"))
+
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float), "integer": (int,), "string": (str,), "boolean": (bool,), "object": (dict,),
     "array": (list,),
@@ -301,8 +304,14 @@ def problems(summary: Mapping[str, Any]) -> list[str]:
 
     for key, value in summary.items():
         check("", key, value, "run")
-    for i, entry in enumerate(summary.get("history") or []):
-        for key, value in (entry or {}).items():
+    history = summary.get("history")
+    for i, entry in enumerate(history if isinstance(history, list) else []):  # not a list: reported above
+        if entry is None:
+            continue
+        if not isinstance(entry, Mapping):
+            out.append(f"history[{i}]: {entry!r} is not object")
+            continue
+        for key, value in entry.items():
             check(f"history[{i}].", key, value, "per_epoch")
     return out
 

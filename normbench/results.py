@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from normbench.errors import RunFault
+from normbench.errors import ConfigError, RunFault
 from normbench.faults import as_fault, first_line
 from normbench.files import finite_or_none
 from normbench.record import HEADLINE
@@ -33,8 +34,29 @@ from normbench.record import HEADLINE
 # ---------------------------------------------------------------- where
 
 
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a folder name under results_dir and an Optuna study name
+MAX_STUDY_NAME = 128  # a folder name (file systems take 255 bytes) and an Optuna study name, with room to spare
+
+
+def check_study_name(study: str, what: str) -> str:
+    """`study` when it can name a folder under results_dir: letters, digits, _ . - (no `..`, no `/`), at most
+    MAX_STUDY_NAME characters. Every command that makes a path of a study name checks it here.
+
+    Raises:
+        ConfigError: `what` (e.g. "sweep x: study_name") must be a folder name, got ...
+    """
+    if not isinstance(study, str) or not STUDY_NAME_RE.match(study):
+        raise ConfigError(f"{what} must be a folder name (letters, digits, _ . -), got {study!r}")
+    if len(study) > MAX_STUDY_NAME:
+        raise ConfigError(f"{what} must be a folder name of at most {MAX_STUDY_NAME} characters, got "
+                          f"{len(study)} characters")
+    return study
+
+
 def sweep_dir(results_dir: str | Path, sweep: str) -> Path:
-    return Path(results_dir) / sweep
+    """`<results_dir>/<sweep>`; ConfigError when `sweep` is not a folder name (`check_study_name`): a name never
+    leads a path out of results_dir."""
+    return Path(results_dir) / check_study_name(sweep, "study name")
 
 
 def default_storage_url(results_dir: str | Path, sweep: str) -> str:

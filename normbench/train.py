@@ -248,6 +248,24 @@ def train(cfg: DictConfig | dict, callbacks: list[L.Callback] | tuple = ()) -> R
         torch.set_num_threads(previous)
 
 
+def check_accumulation_window(cfg: DictConfig, data: InMemoryData, bs: int, composition: str,
+                              composition_options: dict[str, Any]) -> None:
+    """Refuses an accumulation window longer than an epoch: its one optimizer step (made at the epoch's end)
+    would not be what the record's effective_batch_size claims. Checked on the loader the run will use."""
+    window = cfg.trainer.accumulate_grad_batches
+    if window == 1 or cfg.trainer.fast_dev_run:
+        return
+    batch_stats = bool(NORMS.get(cfg.norm.name).meta.get("batch_stats"))
+    probe = data.loader("train", bs, shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.seed,
+                        min_batch=2 if batch_stats else 1, composition=composition,
+                        composition_options=composition_options, max_batches=train_batch_limit(cfg.trainer))
+    batches = len(probe) // max(1, cfg.trainer.devices)  # each data-parallel device iterates its share
+    if window > batches:
+        raise ConfigError(f"trainer.accumulate_grad_batches={window} is longer than an epoch ({batches} training "
+                          f"batches of {bs} per device): no full window would ever step; accepted: 1 to {batches} "
+                          "(or a smaller data.batch_size, or more training data)")
+
+
 def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -> RunResult:
     quiet_lightning()
     t_start = time.perf_counter()
@@ -294,6 +312,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
     if cfg.data.classes_per_batch is not None and cfg.data.classes_per_batch > data.num_classes:
         raise ConfigError(f"data.classes_per_batch={cfg.data.classes_per_batch} exceeds the "
                           f"{data.num_classes} classes of {cfg.data.name}; accepted: 1-{data.num_classes}")
+
+    check_accumulation_window(cfg, data, bs, composition, composition_options)
 
     out_dir.mkdir(parents=True, exist_ok=True)
 

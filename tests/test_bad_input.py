@@ -1,10 +1,11 @@
 """Bad input, table-driven: one command line per case, each must end with exit code 2 and one `error:` line
 naming the problem, before any work, with every file left as it was.
 
-The workspace holds what a user's checkout would: a copy of configs/ with test sweep files, a stored sweep
-(`results/tiny`: a real one-trial run, its study.db and run directory), an empty study.db over old run
-directories (`results/empty`), and a plain file. Every case runs in it and is compared with a snapshot
-(path, size and sha1 of every file) taken before.
+The workspace holds what a user's checkout would: a copy of configs/ with test sweep files (among them an empty
+one, a comment-only one and one with an objective no record holds), a stored sweep (`results/tiny`: a real
+one-trial run, its study.db and run directory), an empty study.db over old run directories (`results/empty`),
+a committed study whose record file is binary (`studies/d2l_lenet_bn`), and a plain file. Every case runs in it
+and is compared with a snapshot (path, size and sha1 of every file) taken before.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import torch
 
 from normbench.cli import main
 from normbench.config import config_dir
+from normbench.resources import OVERSUBSCRIBE_PER_CORE, cpu_cores
 from tests.sweep_support import ONE_POINT, PG_URL, free_port, tmpfs
 
 COMMON = ["trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.accelerator=cpu", "out_dir={ws}/run"]
 RUN = ["data=synthetic", "data.num_train=64", "data.num_test=32", *COMMON]
 SWEEP = ["results_dir={ws}/results"]
+CORES = cpu_cores()
+OVER = OVERSUBSCRIBE_PER_CORE * CORES + 1  # the least count refused (a bug would start only this many)
 REFUSED = "postgresql://postgres@127.0.0.1:{port}/normbench"  # nothing listens on {port}
 NO_DB = PG_URL.rsplit("/", 1)[0] + "/normbench_no_such_database"
 
@@ -135,6 +139,176 @@ CASES = [
     ("norm-list", ["run", *RUN, "norm=[bn,gn]"], "norm takes one choice; accepted lists: logger=[a,b]"),
     ("ckpt-path-missing", ["run", *RUN, "trainer.ckpt_path={ws}/none.ckpt"], "no checkpoint file {ws}/none.ckpt"),
     ("ckpt-path-not-a-checkpoint", ["run", *RUN, "trainer.ckpt_path={ws}/afile"], "cannot be read as a checkpoint"),
+    # issue 26 -- resources: workers and threads far above the cores (the override: allow_oversubscribe=true)
+    ("sweep-workers-over", ["run", "sweep=tiny", *SWEEP, f"sweep.n_workers={OVER}", "sweep.max_trials=1"],
+     f"sweep.n_workers={OVER} is more than 4 per CPU core ({CORES} core(s) here: at most {OVER - 1})"),
+    ("multirun-workers-over", ["run", "-m", *RUN[:-1], "norm=bn,gn", *SWEEP, f"sweep.n_workers={OVER}"],
+     f"sweep.n_workers={OVER} is more than 4 per CPU core"),
+    ("reproduce-workers-over", ["reproduce", "nosuch", f"sweep.n_workers={OVER}"],
+     f"sweep.n_workers={OVER} is more than 4 per CPU core"),
+    ("threads-over", ["run", *RUN, f"trainer.threads={OVER}"], f"trainer.threads={OVER} is more than 4 per CPU core"),
+    ("sweep-threads-over", ["run", "sweep=tiny", *SWEEP, f"trainer.threads={OVER}"],
+     "add allow_oversubscribe=true to run it anyway"),
+    ("allow-oversubscribe-text", ["run", *RUN, "allow_oversubscribe=maybe"],
+     "allow_oversubscribe must be true or false, got 'maybe'"),
+    # ... objectives and columns the record never holds, empty sweep files
+    ("sweep-objective-unknown", ["run", "sweep=tiny", *SWEEP, "sweep.objective=nosuch"],
+     "sweep tiny: objective 'nosuch' is not a numeric field of the run record; accepted: train_acc"),
+    ("sweep-objective-text-field", ["run", "sweep=tiny", *SWEEP, "sweep.objective=status"],
+     "objective 'status' is not a numeric field"),
+    ("sweep-file-objective", ["run", "sweep=badobjective", *SWEEP], "objective 'nosuch_metric' is not a numeric"),
+    ("multirun-objective", ["run", "-m", *RUN[:-1], "norm=bn,gn", *SWEEP, "sweep.objective=nosuch"],
+     "objective 'nosuch' is not a numeric field"),
+    ("table-column-unknown", ["table", "sweep=tiny", *SWEEP, "table.columns=[nosuch]"],
+     "table.columns: 'nosuch' is not a numeric field of the run record"),
+    ("table-column-key-unknown", ["table", "sweep=tiny", *SWEEP, "table.columns=[{key: nosuch, digits: 2}]"],
+     "table.columns: 'nosuch' is not a numeric field"),
+    ("sweep-file-empty", ["run", "sweep=blank", *SWEEP], "blank.yaml is empty (or only comments)"),
+    ("sweep-file-comments", ["run", "sweep=comments", *SWEEP], "comments.yaml is empty (or only comments)"),
+    ("sweep-path-empty", ["run", "sweep={ws}/configs/sweep/blank.yaml", *SWEEP], "is empty (or only comments)"),
+    # ... honest records
+    ("accumulate-longer-than-epoch", ["run", *RUN, "trainer.accumulate_grad_batches=1000"],
+     "trainer.accumulate_grad_batches=1000 is longer than an epoch (2 training batches of 32 per device)"),
+    ("accumulate-3-of-2", ["run", *RUN, "trainer.accumulate_grad_batches=3"], "accepted: 1 to 2"),
+    ("accumulate-over-limit", ["run", *RUN, "data.num_train=256", "trainer.limit_train_batches=2",
+                               "trainer.accumulate_grad_batches=4"], "longer than an epoch (2 training batches"),
+    ("num-classes-100000", ["run", *RUN, "data.num_classes=100000"],
+     "num_classes=100000 exceeds num_train=64 (a class without a training sample is never learnt)"),
+    # ... what used to end in a traceback
+    ("nesterov-no-momentum", ["run", *RUN, "optim.nesterov=true"], "optim.nesterov=true needs optim.momentum > 0"),
+    ("wandb-project-slash", ["run", *RUN, "logger=wandb", "logger.project=a/b"],
+     "logger.project='a/b' holds /; W&B names take 1-128 characters"),
+    ("wandb-project-empty", ["run", *RUN, "logger=wandb", "logger.project=''"], "logger.project='' is empty"),
+    ("wandb-entity-colon", ["run", *RUN, "logger=wandb", "logger.entity=a:b"], "logger.entity='a:b' holds :"),
+    ("study-name-300", ["run", "sweep=tiny", *SWEEP, "sweep.study_name=" + "s" * 300],
+     "study_name must be a folder name of at most 128 characters, got 300 characters"),
+    ("study-name-dotdot", ["run", "sweep=tiny", *SWEEP, "sweep.study_name=.."], "must be a folder name"),
+    ("sqlite-storage-dir", ["run", "sweep=tiny", *SWEEP, "sweep.storage=sqlite:///{ws}/results"],
+     "sweep.storage=sqlite:///{ws}/results names the directory {ws}/results; give a database file"),
+    ("sqlite-storage-memory", ["run", "sweep=tiny", *SWEEP, "sweep.storage=sqlite:///"], "names no database file"),
+    ("out-dir-proc", ["run", *RUN, "out_dir=/proc/normbench-nb/run"], "no directory can be made in /proc"),
+    ("results-dir-proc", ["run", "sweep=tiny", "results_dir=/proc/normbench-nb"],
+     "results_dir=/proc/normbench-nb: no directory can be made in /proc"),
+    ("reproduce-binary-records", ["reproduce", "d2l_lenet_bn", "--check", "results_dir={ws}/studies"],
+     "problem(s) in the committed records under {ws}/studies/d2l_lenet_bn/records (listed above)"),
+    # ... paths: every command that makes a path of a study name applies run's rule
+    ("table-study-name-outside", ["table", "sweep=tiny", *SWEEP, "sweep.study_name=../outside"],
+     "sweep.study_name must be a folder name (letters, digits, _ . -), got '../outside'"),
+    ("plot-study-name-outside", ["plot", "sweep=tiny", *SWEEP, "sweep.study_name=../outside"], "got '../outside'"),
+    ("dashboard-study-name-outside", ["dashboard", "sweep=tiny", *SWEEP, "sweep.study_name=a/../../b"],
+     "must be a folder name"),
+    ("table-study-name-long", ["table", "sweep=tiny", *SWEEP, "sweep.study_name=" + "s" * 200], "at most 128"),
+    ("table-sweep-dotdot", ["table", "sweep=..", *SWEEP], "sweep must be a folder name"),
+    # ... beyond the list: the run config's keys with a wrong type, out of range, or empty
+    ("batch-size-text", ["run", *RUN, "data.batch_size=abc"], "data.batch_size must be an integer, got 'abc'"),
+    ("batch-size-0", ["run", *RUN, "data.batch_size=0"], "data.batch_size must be >= 1, got 0"),
+    ("batch-size-empty", ["run", *RUN, "data.batch_size="], "data.batch_size must be an integer"),
+    ("eval-batch-size-0", ["run", *RUN, "data.eval_batch_size=0"], "data.eval_batch_size must be >= 1, got 0"),
+    ("val-fraction-text", ["run", *RUN, "data.val_fraction=abc"], "data.val_fraction must be a"),
+    ("drop-last-text", ["run", *RUN, "data.drop_last=maybe"], "data.drop_last must be"),
+    ("augment-2", ["run", *RUN, "data.augment=2"], "data.augment must be"),
+    ("composition-bogus", ["run", *RUN, "data.batch_composition=bogus"], "bogus"),
+    ("optim-name-bogus", ["run", *RUN, "optim.name=rmsprop"], "optim.name must be one of sgd, adamw"),
+    ("lr-text", ["run", *RUN, "optim.lr=abc"], "optim.lr must be a"),
+    ("lr-empty", ["run", *RUN, "optim.lr="], "optim.lr must be a"),
+    ("nesterov-text", ["run", *RUN, "optim.nesterov=maybe"], "optim.nesterov must be"),
+    ("norm-weight-decay-neg", ["run", *RUN, "optim.norm_weight_decay=-1"], "optim.norm_weight_decay must be >= 0"),
+    ("max-epochs-0", ["run", *RUN, "trainer.max_epochs=0"], "trainer.max_epochs must be >= 1, got 0"),
+    ("max-epochs-text", ["run", *RUN, "trainer.max_epochs=abc"], "trainer.max_epochs must be an integer"),
+    ("max-epochs-empty", ["run", *RUN, "trainer.max_epochs="], "trainer.max_epochs must be an integer"),
+    ("accumulate-0", ["run", *RUN, "trainer.accumulate_grad_batches=0"],
+     "trainer.accumulate_grad_batches must be >= 1"),
+    ("precision-64", ["run", *RUN, "trainer.precision=64"], "trainer.precision must be one of"),
+    ("accelerator-tpu", ["run", *RUN, "trainer.accelerator=tpu"], "trainer.accelerator must be one of"),
+    ("emulate-devices-0", ["run", *RUN, "trainer.emulate_devices=0"], "trainer.emulate_devices must be >= 1"),
+    ("chunk-steps-0", ["run", *RUN, "trainer.chunk_steps=0"], "trainer.chunk_steps must be an integer >= 1 or auto"),
+    ("chunk-steps-text", ["run", *RUN, "trainer.chunk_steps=abc"], "trainer.chunk_steps"),
+    ("compile-mode-bogus", ["run", *RUN, "trainer.compile_mode=fast"], "trainer.compile_mode must be one of"),
+    ("checkpoint-text", ["run", *RUN, "trainer.checkpoint=maybe"], "trainer.checkpoint must be"),
+    ("clip-text", ["run", *RUN, "trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val must be"),
+    ("threads-text", ["run", *RUN, "trainer.threads=abc"], "trainer.threads must be an integer"),
+    ("threads-fraction", ["run", *RUN, "trainer.threads=1.5"], "trainer.threads must be an integer"),
+    ("calib-samples-1", ["run", *RUN, "calib.samples=1"], "calib.samples must be >= 2, got 1"),
+    ("calib-ece-bins-0", ["run", *RUN, "calib.ece_bins=0"], "calib.ece_bins must be >= 1, got 0"),
+    ("calib-every-0", ["run", *RUN, "calib.every_n_epochs=0"], "calib.every_n_epochs must be >= 1, got 0"),
+    ("calib-alpha-2", ["run", *RUN, "calib.weighted_alpha=2"], "calib.weighted_alpha must be in [0, 1]"),
+    ("calib-enabled-text", ["run", *RUN, "calib.enabled=maybe"], "calib.enabled must be"),
+    ("seed-text", ["run", *RUN, "seed=abc"], "seed must be an integer, got 'abc'"),
+    ("seed-fraction", ["run", *RUN, "seed=1.5"], "seed must be an integer"),
+    ("seed-empty", ["run", *RUN, "seed="], "seed must be an integer"),
+    ("norm-momentum-text", ["run", *RUN, "norm.momentum=abc"], "norm.momentum must be a number or null, got 'abc'"),
+    ("norm-momentum-2", ["run", *RUN, "norm.momentum=2"], "momentum"),
+    ("norm-eps-0", ["run", *RUN, "norm.eps=0"], "eps must be > 0"),
+    ("gn-groups-0", ["run", *RUN, "norm=gn", "norm.groups=0"], "groups"),
+    ("gn-groups-text", ["run", *RUN, "norm=gn", "norm.groups=abc"], "norm.groups must be"),
+    ("model-unknown", ["run", *RUN, "model=nosuch"], "unknown model 'nosuch'; accepted:"),
+    ("data-unknown", ["run", *RUN, "data=nosuch"], "unknown data 'nosuch'; accepted:"),
+    # ... the sweep's settings
+    ("sweep-workers-0", ["run", "sweep=tiny", *SWEEP, "sweep.n_workers=0"], "n_workers must be >= 1, got 0"),
+    ("sweep-workers-text", ["run", "sweep=tiny", *SWEEP, "sweep.n_workers=abc"], "n_workers must be an integer"),
+    ("sweep-max-trials-0", ["run", "sweep=tiny", *SWEEP, "sweep.max_trials=0"], "max_trials must be >= 1"),
+    ("sweep-heartbeat-0", ["run", "sweep=tiny", *SWEEP, "sweep.heartbeat_interval=0"], "heartbeat_interval must be"),
+    ("sweep-sampler-bogus", ["run", "sweep=tiny", *SWEEP, "sweep.sampler=bogus"], "sampler must be one of"),
+    ("sweep-direction-up", ["run", "sweep=tiny", *SWEEP, "sweep.direction=up"], "direction must be one of"),
+    ("sweep-patience-0", ["run", "sweep=tiny", *SWEEP, "sweep.storage_patience=0"], "storage_patience must be >= 1"),
+    ("sweep-objective-empty", ["run", "sweep=tiny", *SWEEP, "sweep.objective=''"], "objective must be the name of"),
+    ("sweep-study-name-empty", ["run", "sweep=tiny", *SWEEP, "sweep.study_name=''"], "must be a folder name"),
+    ("sweep-trials-per-device-0", ["run", "sweep=tiny", *SWEEP, "sweep.trials_per_device=0"],
+     "trials_per_device must be >= 1"),
+    ("sweep-storage-number", ["run", "sweep=tiny", *SWEEP, "sweep.storage=5"], "storage must be a database URL"),
+    ("sweep-storage-not-url", ["run", "sweep=tiny", *SWEEP, "sweep.storage=nota-url"], "is not a database URL"),
+    ("sweep-pruner-bogus", ["run", "sweep=tiny", *SWEEP, "sweep.pruner=bogus"], "pruner must be one of"),
+    ("sweep-seeds-empty", ["run", "sweep=tiny", *SWEEP, "sweep.seeds=[]"], "seeds must be a non-empty list"),
+    ("sweep-key-unknown", ["run", "sweep=tiny", *SWEEP, "sweep.nosuch=1"], "unknown key 'sweep.nosuch'"),
+    ("sweep-unknown", ["run", "sweep=nosuch", *SWEEP], "unknown sweep 'nosuch'; accepted:"),
+    # ... the report commands' options
+    ("table-level-2", ["table", "sweep=tiny", *SWEEP, "table.level=2"],
+     "table.level must be a confidence level in (0, 1), e.g. 0.95, got 2"),
+    ("table-level-text", ["table", "sweep=tiny", *SWEEP, "table.level=abc"], "table.level must be a confidence"),
+    ("table-layout-wide", ["table", "sweep=tiny", *SWEEP, "table.layout=wide"], "table.layout must be long or pivot"),
+    ("table-metric-loss", ["table", "sweep=tiny", *SWEEP, "table.metric=loss"], "table.metric must be accuracy or"),
+    ("table-compare-metric", ["table", "sweep=tiny", *SWEEP, "table.compare_metric=nosuch"],
+     "table.compare_metric: 'nosuch' is not a numeric field"),
+    ("table-compare-key-empty", ["table", "sweep=tiny", *SWEEP, "table.compare_key=''"],
+     "table.compare_key must be a non-empty string"),
+    ("table-labels-5", ["table", "sweep=tiny", *SWEEP, "table.labels=5"], "table.labels must be a mapping"),
+    ("table-dims-5", ["table", "sweep=tiny", *SWEEP, "table.dims=5"], "table.dims must be a key or a non-empty list"),
+    ("table-references-5", ["table", "sweep=tiny", *SWEEP, "table.references=5"],
+     "table.references must be a list of mappings"),
+    ("table-caption-list", ["table", "sweep=tiny", *SWEEP, "table.caption=[1]"], "table.caption must be a non-empty"),
+    ("table-row-options-text", ["table", "sweep=tiny", *SWEEP, "table.row_options=maybe"],
+     "table.row_options must be true or false, got 'maybe'"),
+    ("table-deltas-only-3", ["table", "sweep=tiny", *SWEEP, "table.deltas_only=3"], "table.deltas_only must be true"),
+    ("table-columns-empty-list", ["table", "sweep=tiny", *SWEEP, "table.columns=[]"],
+     "table.columns must be a non-empty list of columns"),
+    ("table-pivot-value", ["table", "sweep=tiny", *SWEEP, "table.layout=pivot", "table.value=nosuch"],
+     "table.value: 'nosuch' is not a numeric field"),
+    ("table-storage-number", ["table", "sweep=tiny", *SWEEP, "sweep.storage=5"], "sweep.storage=5 is not a database"),
+    ("table-storage-not-url", ["table", "sweep=tiny", *SWEEP, "sweep.storage=nota-url"], "is not a database URL"),
+    ("table-key-unknown", ["table", "sweep=tiny", *SWEEP, "table.nosuch=1"], "unknown key 'table.nosuch'"),
+    ("table-no-sweep", ["table", *SWEEP], "'table' needs sweep=NAME"),
+    ("table-bare-word", ["table", "sweep=tiny", *SWEEP, "garbage"], "'table' takes key=value arguments"),
+    ("plot-figures-5", ["plot", "sweep=tiny", *SWEEP, "report.figures=5"], "report.figures must be a key or"),
+    ("plot-figures-unknown", ["plot", "sweep=tiny", *SWEEP, "report.figures=[nosuch]"], "unknown figure 'nosuch'"),
+    ("plot-formats-gif", ["plot", "sweep=tiny", *SWEEP, "report.formats=[gif]"],
+     "report.formats must be a non-empty list of png, pdf, svg, got ['gif']"),
+    ("plot-formats-empty", ["plot", "sweep=tiny", *SWEEP, "report.formats=[]"], "report.formats must be a non-empty"),
+    ("plot-calib-metric", ["plot", "sweep=tiny", *SWEEP, "report.calib_metric=nosuch"],
+     "report.calib_metric: 'nosuch' is not a numeric field"),
+    ("plot-ema-metric-5", ["plot", "sweep=tiny", *SWEEP, "report.ema_metric=5"], "report.ema_metric must be a non"),
+    ("plot-key-unknown", ["plot", "sweep=tiny", *SWEEP, "report.nosuch=1"], "unknown key 'report.nosuch'"),
+    ("dashboard-mode-bogus", ["dashboard", "sweep=tiny", *SWEEP, "report.mode=bogus"], "bogus"),
+    ("dashboard-artifact-text", ["dashboard", "sweep=tiny", *SWEEP, "report.artifact=maybe"],
+     "report.artifact must be true or false"),
+    ("dashboard-project-slash", ["dashboard", "sweep=tiny", *SWEEP, "report.project=a/b"],
+     "report.project='a/b' holds /"),
+    ("reproduce-unknown", ["reproduce", "nosuch", "--check"], "unknown study 'nosuch'; accepted:"),
+    ("reproduce-workers-0", ["reproduce", "d2l_lenet_bn", "sweep.n_workers=0"], "sweep.n_workers must be an integer"),
+    ("reproduce-workers-text", ["reproduce", "d2l_lenet_bn", "sweep.n_workers=abc"], "sweep.n_workers must be an"),
+    ("reproduce-replay-0", ["reproduce", "d2l_lenet_bn", "--replay", "0"], "--replay N: N must be an integer >= 1"),
+    ("reproduce-flag-unknown", ["reproduce", "d2l_lenet_bn", "--bogus"], "unknown flag '--bogus'"),
+    ("reproduce-part-unknown", ["reproduce", "d2l_lenet_bn", "part=nosuch"], "has no part 'nosuch'"),
+    ("list-extra", ["list", "extra"], "'list' takes no arguments"),
 ]
 
 
@@ -157,6 +331,12 @@ def workspace(tmp_path_factory):
     (sweeps / "tiny.yaml").write_text(ONE_POINT)
     (sweeps / "empty.yaml").write_text(ONE_POINT)
     (sweeps / "listy.yaml").write_text("- norm: bn\n- norm: gn\n")
+    (sweeps / "blank.yaml").write_text("")
+    (sweeps / "comments.yaml").write_text("# a sweep to be written\n\n# (nothing yet)\n")
+    (sweeps / "badobjective.yaml").write_text(ONE_POINT.replace("objective: val_acc", "objective: nosuch_metric"))
+    binary = ws / "studies" / "d2l_lenet_bn" / "records"  # a committed study whose record file is not text
+    binary.mkdir(parents=True)
+    (binary / "main.jsonl").write_bytes(bytes(range(256)) * 4)
     (ws / "afile").write_text("a file, not a directory\n")
     empty = ws / "results" / "empty"
     (empty / "trials" / "0").mkdir(parents=True)

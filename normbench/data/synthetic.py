@@ -30,6 +30,9 @@ def check_options(root: str | None, num_train: int = 512, num_test: int = 256, n
         if value < low:
             extra = " (a classifier needs two classes)" if name == "num_classes" else ""
             raise ValueError(f"dataset 'synthetic': {name} must be >= {low}{extra}, got {value}")
+    if num_classes > num_train:  # y = index % num_classes: the classes past num_train would have no sample
+        raise ValueError(f"dataset 'synthetic': num_classes={num_classes} exceeds num_train={num_train} (a class "
+                         f"without a training sample is never learnt); accepted: 2 to num_train")
     if image_size > MAX_IMAGE_SIZE:
         raise ValueError(f"dataset 'synthetic': image_size must be <= {MAX_IMAGE_SIZE}, got {image_size}")
     values = (num_train + num_test) * channels * image_size**2

@@ -52,7 +52,7 @@ import numpy as np
 from normbench.errors import ConfigError
 from normbench.experiments.selection import only as _one
 from normbench.experiments.selection import select
-from normbench.report.metrics import epoch_gaps, metric_value
+from normbench.report.metrics import epoch_gaps, is_known_metric, metric_value
 from normbench.report.study import ConfigGroup, SweepResults
 from normbench.report.table_model import format_value
 
@@ -146,6 +146,10 @@ def check_claim(exp: Any, raw: Any, index: int) -> dict[str, Any]:
     if part not in exp.parts:
         raise _fail(exp, where, f"part '{part}' is not declared; parts: {', '.join(exp.parts)}")
     swept = set(exp.parts[part].swept_keys)
+    metric = test.get("metric")
+    if isinstance(metric, str) and not is_known_metric(metric):  # else it reads NOT EVALUABLE over finished runs
+        raise _fail(exp, where, f"metric {metric!r} is not a numeric field of the run record, its error form "
+                                "(test_error) or a derived metric (`python -m normbench.record` lists the fields)")
     for k in ("a", "b", "select", "among"):
         if k in test:
             sel = test[k]

@@ -54,7 +54,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"no trial records at {path}")
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a record file is JSON lines") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -50,7 +50,7 @@ from normbench.files import write_bytes_atomic, write_text_atomic
 INPUTS = ("finding.md", "replications.json")  # written by people, read by generate(): never generated
 FLAGS = ("--check", "--list", "--regenerate", "--plan", "--replay", "--replicate")
 KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part", "trial",
-        "arms")
+        "arms", "allow_oversubscribe")
 MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("png", "pdf")
 
@@ -69,6 +69,7 @@ class Args:
     replay_n: int = 1  # --replay N
     trial: str | None = None  # --replay: PART:NUMBER,...
     arms: str | None = None  # --replicate: KEY=VALUE,...
+    allow_oversubscribe: bool = False  # sweep.n_workers above normbench.resources' per-core limit
 
 
 def parse(args: list[str]) -> Args:
@@ -87,6 +88,9 @@ def parse(args: list[str]) -> Args:
             raise ConfigError(f"unknown flag '{f}' for 'reproduce'; accepted: {', '.join(FLAGS)}")
     if len(flags) > 1:
         raise ConfigError(f"give one of {', '.join(FLAGS)}")
+    from normbench.resources import check_count, take_override
+
+    allow, args = take_override(args)
     rest = [a for a in args if not a.startswith("--")]
     names = [a for a in rest if "=" not in a]
     out = Args(mode=flags[0].lstrip("-") if flags else "run",
@@ -111,6 +115,8 @@ def parse(args: list[str]) -> Args:
             setattr(out, key, Path(value))
         else:
             setattr(out, key, value)
+    check_count("sweep.n_workers", out.n_workers, allow)
+    out.allow_oversubscribe = allow
     if out.mode == "list":
         if out.study:
             raise ConfigError("--list takes no study")
@@ -355,8 +361,17 @@ def _grid_points(spec: Any) -> int:
 
 
 def check(exp: Experiment, folder: Path) -> int:
-    """Regenerates the study from its committed records and compares every file; 0 when all match."""
+    """Validates the committed records (normbench.experiments.record_check), then regenerates the study from them
+    and compares every file; 0 when all match."""
+    from normbench.experiments.record_check import check_records
+
     _require_records(exp, folder)
+    invalid = check_records(exp, folder)
+    if invalid:
+        for problem in invalid:
+            print(f"INVALID: {problem}")
+        raise ConfigError(f"study {exp.name}: {len(invalid)} problem(s) in the committed records under "
+                          f"{folder / 'records'} (listed above); nothing was regenerated from them")
     with tempfile.TemporaryDirectory(prefix=f"normbench-check-{exp.name}-") as tmp:
         written, claims = generate(exp, folder, Path(tmp))
         problems, notes = compare(Path(tmp), folder, written)

@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from normbench import record
+from normbench.errors import ConfigError
+
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -68,6 +71,26 @@ def metric_value(summary: dict[str, Any] | None, key: str) -> float | None:
         acc = _number(summary.get(key.replace("error", "acc", 1)))
         return None if acc is None else 1.0 - acc
     return None
+
+
+def is_known_metric(key: str) -> bool:
+    """Whether `metric_value` can ever give `key` a value: a numeric field of the run record, a DERIVED metric,
+    or the error form of a numeric record field (`test_error`)."""
+    if key in record.NUMERIC or key in DERIVED:
+        return True
+    return "error" in key and key.replace("error", "acc", 1) in record.NUMERIC
+
+
+def check_metric_keys(keys: list[str], where: str) -> None:
+    """Raises ConfigError naming the first of `keys` no run record can hold (`where`: the option, for the message).
+
+    A column on a name the record never holds would be blank in every row, and the report would not say why.
+    """
+    for key in keys:
+        if not is_known_metric(key):
+            shown = ", ".join(n for n in record.HEADLINE if n in record.NUMERIC)
+            raise ConfigError(f"{where}: {key!r} is not a numeric field of the run record; accepted: {shown}, their "
+                              "error forms (test_error), ... (`python -m normbench.record` lists every field)")
 
 
 def is_error(key: str) -> bool:

@@ -20,7 +20,15 @@ from typing import Any
 from normbench.errors import ConfigError
 from normbench.paths import config_dir, is_file_argument
 from normbench.report.metrics import metric_value
-from normbench.results import display_url, inspect_sqlite, sqlite_path, storage_url, stored_summary, sweep_dir
+from normbench.results import (
+    check_study_name,
+    display_url,
+    inspect_sqlite,
+    sqlite_path,
+    storage_url,
+    stored_summary,
+    sweep_dir,
+)
 
 SEED_KEY = "seed"
 
@@ -91,8 +99,24 @@ def parse_report_args(args: list[str], command: str, section: str, accepted: dic
                           f"accepted: {', '.join(accepted)}")
     results_dir = Path(str(values.get("results_dir") or "runs/sweeps"))
     storage = values.get("sweep.storage")
-    study = values.get("sweep.study_name") or (sweep_path(sweep).stem if is_file_argument(sweep) else sweep)
-    return ReportArgs(str(study), results_dir, str(storage) if storage else None, options, file=sweep)
+    if storage is not None:
+        check_storage_text(storage)
+    given = values.get("sweep.study_name")
+    study = str(given or (sweep_path(sweep).stem if is_file_argument(sweep) else sweep))
+    check_study_name(study, "sweep.study_name" if given else "sweep")  # the rule `run` applies: no path out
+    return ReportArgs(study, results_dir, str(storage) if storage else None, options, file=sweep)
+
+
+def check_storage_text(storage: Any) -> None:
+    """`sweep.storage` of a report command: a database URL (ConfigError otherwise, before anything is read)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(str(storage)) if isinstance(storage, str) else make_url(None)  # type: ignore[arg-type]
+    except (ArgumentError, TypeError, AttributeError):
+        raise ConfigError(f"sweep.storage={storage!r} is not a database URL (e.g. postgresql://user@host:5432/db, "
+                          "sqlite:///path/study.db)") from None
 
 
 def sweep_path(sweep: str) -> Path:

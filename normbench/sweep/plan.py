@@ -316,6 +316,10 @@ PER_EPOCH = record.PER_EPOCH_OBJECTIVES
 
 def _check_objective(spec: SweepSpec, base_cfg: DictConfig) -> None:
     objective = spec.objective
+    if objective not in record.NUMERIC:  # every trial would train, then fail on a value its record never holds
+        shown = ", ".join(n for n in record.HEADLINE if n in record.NUMERIC)
+        raise ConfigError(f"sweep {spec.name}: objective {objective!r} is not a numeric field of the run record; "
+                          f"accepted: {shown}, ... (`python -m normbench.record` lists every field)")
     if objective.startswith("val_") and not base_cfg.data.val_fraction > 0:
         raise ConfigError(f"sweep {spec.name}: objective {objective} needs a validation split; set "
                           "data.val_fraction > 0 (in the sweep's base or on the command line)")

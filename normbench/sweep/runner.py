@@ -17,6 +17,7 @@ from typing import Any
 from normbench.config import logger_names, search_path
 from normbench.errors import ConfigError, RunFault
 from normbench.files import check_output_dir
+from normbench.resources import check_count, workers_to_start
 from normbench.results import display_url, storage_url, sweep_dir
 from normbench.sweep.export import write_trials_csv
 from normbench.sweep.multirun import multirun_spec
@@ -28,9 +29,10 @@ from normbench.sweep.study import FINISHED, SweepStudy, quiet_optuna
 from normbench.sweep.worker import TrialOutcome, Worker
 
 
-def prepare(args: list[str], multirun: bool = False) -> tuple[Plan, str]:
+def prepare(args: list[str], multirun: bool = False, allow_oversubscribe: bool = False) -> tuple[Plan, str]:
     """Parses and checks a sweep command line (`run sweep=NAME ...`, or `run -m ...` with `multirun`); nothing
-    is written. Returns the plan and storage URL."""
+    is written. Returns the plan and storage URL. `allow_oversubscribe`: more workers or threads than
+    normbench.resources accepts per core."""
     if multirun:
         spec, run_overrides = multirun_spec(args)
     else:
@@ -38,7 +40,9 @@ def prepare(args: list[str], multirun: bool = False) -> tuple[Plan, str]:
         if name is None:
             raise ConfigError("no sweep=NAME given")
         spec = load_spec(name, settings, search_path(run_overrides))
+    check_count("sweep.n_workers", spec.n_workers, allow_oversubscribe)
     plan = make_plan(spec, run_overrides)
+    check_count("trainer.threads", plan.base_cfg.trainer.threads, allow_oversubscribe)
     if spec.trials_per_device is not None and spec.n_workers > 1:  # more workers than device slots: refused now
         worker_devices(spec.n_workers, spec.trials_per_device, cuda_device_count())
     if spec.study_name is None:
@@ -115,11 +119,11 @@ def csv_path(plan: Plan) -> Path:
     return sweep_dir(plan.results_dir, plan.spec.study) / "trials.csv"
 
 
-def run_sweep(args: list[str], multirun: bool = False) -> int:
+def run_sweep(args: list[str], multirun: bool = False, allow_oversubscribe: bool = False) -> int:
     """Runs (or resumes) a sweep (`multirun`: the grid study of a `run -m` command line); returns the process
     exit code. User errors raise ConfigError first."""
     quiet_optuna()
-    plan, url = prepare(args, multirun)
+    plan, url = prepare(args, multirun, allow_oversubscribe)
     return run_plan(plan, url)
 
 
@@ -234,6 +238,13 @@ def _error_line(log_path: Path) -> str | None:
     return next((line for line in reversed(lines) if line.startswith("error: ")), None)
 
 
+def worker_count(plan: Plan, sweep_study: SweepStudy) -> int:
+    """The worker processes to start: sweep.n_workers, bounded by the trials that can still run (the points
+    not finished yet, and sweep.max_trials)."""
+    c = count(plan, sweep_study.trials())
+    return workers_to_start(plan.spec.n_workers, max(0, c.total - c.done), plan.spec.max_trials)
+
+
 def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     import multiprocessing as mp
 
@@ -245,13 +256,15 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
     procs = []
     n_devices = cuda_device_count() if spec.trials_per_device else 0
     devices = worker_devices(spec.n_workers, spec.trials_per_device, n_devices)
-    for k in range(spec.n_workers):
+    n_workers = worker_count(plan, sweep_study)
+    for k in range(n_workers):
         log_path = logs / f"{k}.log"
         p = ctx.Process(target=worker_process, args=(plan, url, counter, str(log_path), devices[k]),
                         name=f"normbench-sweep-{k}")
         p.start()
         procs.append((p, log_path))
-    print(f"{spec.n_workers} worker processes; logs in {logs}", flush=True)
+    bounded = f" (sweep.n_workers={spec.n_workers}: one per trial that can run)" if n_workers < spec.n_workers else ""
+    print(f"{n_workers} worker processes{bounded}; logs in {logs}", flush=True)
     if spec.trials_per_device and n_devices:
         print(f"{spec.trials_per_device} trial(s) per CUDA device: worker k on device k // "
               f"{spec.trials_per_device} of {n_devices}", flush=True)
@@ -268,7 +281,7 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
             done = count(plan, trials).done
             for i, t in enumerate(new):
                 reported.add(t.number)
-                print(trial_line(plan, trials, t, workers=spec.n_workers, done=done - len(new) + i + 1), flush=True)
+                print(trial_line(plan, trials, t, workers=n_workers, done=done - len(new) + i + 1), flush=True)
             if not alive:
                 break
             time.sleep(1.0)
@@ -278,17 +291,29 @@ def _run_workers(plan: Plan, url: str, sweep_study: SweepStudy) -> int:
         for p, _ in procs:
             p.join()
         raise
-    code = 0
-    errors: list[str] = []
+    exits = []
     for p, log_path in procs:
         p.join()
         if p.exitcode != 0:
-            line = _error_line(log_path)
-            if line is not None and line not in errors:
-                errors.append(line)
-            elif line is None:
-                print(f"worker {p.name} exited with code {p.exitcode}; see {log_path}", file=sys.stderr, flush=True)
-            code = 1
+            exits.append((p.name, p.exitcode, _error_line(log_path), log_path))
+    fault, silent = worker_faults(exits)
+    if fault is not None:
+        raise RunFault(fault)
+    for text in silent:
+        print(text, file=sys.stderr, flush=True)
+    return 1 if silent else 0
+
+
+def worker_faults(exits: list[tuple[str, int | None, str | None, Path]]) -> tuple[str | None, list[str]]:
+    """What the failed workers say, as (the command's one fault line or None, lines for workers that said nothing).
+
+    Args:
+        exits: (name, exit code, the `error: ` line of its log or None, its log) of each worker that failed.
+
+    A fault any worker reported is the whole answer: a worker whose log says nothing met the same fault (a full
+    disk cannot take its log either), and one line is what the command prints.
+    """
+    errors = list(dict.fromkeys(line[len("error: "):] for _, _, line, _ in exits if line is not None))
     if errors:
-        raise RunFault("; ".join(e[len("error: "):] for e in errors))
-    return code
+        return "; ".join(errors), []
+    return None, [f"worker {name} exited with code {code}; see {log}" for name, code, _, log in exits]

@@ -39,13 +39,13 @@ from typing import Any, Literal, overload
 from normbench import schema
 from normbench.errors import ConfigError
 from normbench.overrides import parse
+from normbench.results import check_study_name
 from normbench.schema import option
 
 DIST_TYPES = ("float", "int", "categorical")
 ALL = "all"  # grid value meaning every registered name of a registry group (norm: all)
 
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a folder name under results_dir and an Optuna study name
 _PRIMITIVES = (type(None), bool, int, float, str)
 
 # Top-level keys of a sweep file and what they hold (the error for an unknown key lists them).
@@ -404,8 +404,8 @@ def parse_spec(name: str, raw: Any, path: str = "") -> SweepSpec:
     except ConfigError as e:
         raise _fail(name, str(e)) from None
     spec = SweepSpec(name=name, path=path, **settings)
-    if spec.study_name is not None and not STUDY_NAME_RE.match(spec.study_name):
-        raise _fail(name, f"study_name must be a folder name (letters, digits, _ . -), got {spec.study_name!r}")
+    if spec.study_name is not None:
+        check_study_name(spec.study_name, f"sweep {name}: study_name")
     if not spec.objective:
         raise _fail(name, "objective must be the name of a summary.json field (e.g. val_acc), got ''")
     base = _mapping(name, "base", raw.get("base")) or {}
@@ -511,8 +511,7 @@ def load_spec(name: str, overrides: Mapping[str, Any] | None = None, search: tup
     path = sweep_file(name, search)
     if is_file_argument(name):
         name = path.stem
-        if not STUDY_NAME_RE.match(name):
-            raise ConfigError(f"sweep file {path}: its name must be a folder name (letters, digits, _ . -)")
+        check_study_name(name, f"sweep file {path}: its name")
     try:
         # OmegaConf's YAML loader reads 1e-3 as a float (plain YAML 1.1 reads it as a string).
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
@@ -522,7 +521,10 @@ def load_spec(name: str, overrides: Mapping[str, Any] | None = None, search: tup
     if loaded is not None and not isinstance(loaded, Mapping):
         raise _fail(name, f"{path} must hold a mapping of settings (base, grid, seeds, ...), got a "
                           f"{type(loaded).__name__}")
-    raw = dict(loaded or {})
+    if not loaded:  # an empty or comment-only file would run a one-trial sweep of the defaults
+        raise _fail(name, f"{path} is empty (or only comments); a sweep file declares at least base, grid or "
+                          "seeds (see configs/sweep/bn_vs_gn.yaml)")
+    raw = dict(loaded)
     for key, value in (overrides or {}).items():
         if key not in SPEC_KEYS:
             raise _fail(name, f"unknown key 'sweep.{key}'; accepted: {', '.join('sweep.' + k for k in SPEC_KEYS)}")

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from optuna.storages import RDBStorage
 
 from normbench.errors import ConfigError, RunFault
-from normbench.faults import RESUME_HINT, as_fault, causes, first_line, root_cause
+from normbench.faults import RESUME_HINT, as_fault, cause_text, causes, first_line
 from normbench.results import display_url, inspect_sqlite, sqlite_path
 
 FIRST_DELAY_S = 0.5
@@ -84,6 +84,12 @@ def check_storage(url: str, sweep: str, explicit: bool, trials_dir: Path) -> Non
     if path is not None and explicit and not path.parent.is_dir():
         raise ConfigError(f"sweep {sweep}: sweep.storage={shown}: directory {path.parent} does not exist; create "
                           f"it first (only the default <results_dir>/{sweep}/study.db is created for you)")
+    if path is None and url.startswith("sqlite"):  # in memory: the trials would vanish with this process
+        raise ConfigError(f"sweep {sweep}: sweep.storage={shown} names no database file; give one, e.g. "
+                          "sqlite:///runs/study.db (or leave sweep.storage out: <results_dir>/<study>/study.db)")
+    if path is not None and path.is_dir():
+        raise ConfigError(f"sweep {sweep}: sweep.storage={shown} names the directory {path}; give a database file "
+                          f"in it (e.g. sqlite:///{path / 'study.db'})")
     try:
         exists = study_exists(url, sweep)
     except (RunFault, ConfigError):
@@ -214,7 +220,7 @@ class Retrier:
                     if now - start >= self.patience:
                         raise StorageUnreachable(
                             f"storage {self.shown} unreachable for {now - start:.0f} s "
-                            f"({first_line(root_cause(e))}); stopped after sweep.storage_patience="
+                            f"({cause_text(e)}); stopped after sweep.storage_patience="
                             f"{self.patience:g} s. Everything stored is intact: {RESUME_HINT} (trials left "
                             "running are re-queued)") from None
                     time.sleep(min(delay, self.patience - (now - start)))
@@ -231,7 +237,7 @@ class Retrier:
             if self._outage_start is not None:
                 return
             self._outage_start = time.monotonic()
-        print(f"warning: storage {self.shown} unreachable ({first_line(root_cause(e))}); retrying for up to "
+        print(f"warning: storage {self.shown} unreachable ({cause_text(e)}); retrying for up to "
               f"{self.patience:g} s", file=sys.stderr, flush=True)
 
     def _recovered(self) -> None:

@@ -130,18 +130,18 @@ def cmd_run(args: list[str]) -> int:
 def cmd_list(args: list[str]) -> int:
     if args:
         raise ConfigError(f"'list' takes no arguments, got: {' '.join(args)}")
-    from normbench import data, models, norms
     from normbench.config import group_choices
+    from normbench.data import DATASETS
+    from normbench.models import MODELS
+    from normbench.norms import NORMS
 
-    rows = {
-        "models": models.available(),
-        "norms": norms.available(),
-        "datasets": data.available(),
-        "sweeps": group_choices("sweep"),
-        "experiments": group_choices("experiment"),
-    }
-    for kind, names in rows.items():
+    for kind, registry in (("models", MODELS), ("norms", NORMS), ("datasets", DATASETS)):
+        # built-in entries by name; a plugin (an installed entry point) with where it comes from
+        shown = [name if origin == "built-in" else f"{name} ({origin})" for name, origin in registry.origins().items()]
+        print(f"{kind}: {', '.join(shown)}")
+    for kind, names in (("sweeps", group_choices("sweep")), ("experiments", group_choices("experiment"))):
         print(f"{kind}: {', '.join(names) if names else '(none)'}")
+    print("plugins by import path: norm=package.module:Class, model=package.module:build, data=package.module:load")
     return 0
 
 

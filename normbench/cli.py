@@ -183,8 +183,13 @@ def cmd_dashboard(args: list[str]) -> int:
 
 
 @command("reproduce", "run a study of experiments/ and write results/<study>/; --check regenerates the committed "
-                      "results from their records (no training); --list shows the studies and their cost")
+                      "results from their records (no training); --list shows the studies and their cost; --add "
+                      "norm=... runs a new norm under the study's protocol beside its baselines")
 def cmd_reproduce(args: list[str]) -> int:
+    if "--add" in args:  # a new norm through a committed study (normbench.experiments.add)
+        from normbench.experiments.add import main as add
+
+        return add(args)
     from normbench.experiments.reproduce import main as reproduce
 
     return reproduce(args)

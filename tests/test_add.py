@@ -151,7 +151,7 @@ def test_add_runs_only_the_new_arm_and_writes_it_beside_the_baselines(root, caps
     assert set(claims) == {"gn_vs_bn", "bn_top2"}
     note = (folder / "ADDED.md").read_text()
     assert "seeds [0, 1]" in note and "New rows: 2 runs in part(s) main" in note
-    assert f"the committed records of {committed}" in note and "CPU-hours" in note
+    assert f"Every other row: the records of {committed} (6 runs)" in note and "CPU-hours" in note
     assert (folder / "README.md").read_text().startswith(note)
 
     # a second command finds every new run done: nothing trains, the same files come out
@@ -193,3 +193,23 @@ def test_add_on_the_command_line_exits_2_with_one_line(root, capsys):
     assert main(["reproduce", "tiny", "--add", "norm.momentum=0.2", "scale=smoke"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --add needs norm=NAME")
+
+
+def test_add_at_a_scale_without_baselines_runs_the_study_s_own_arms_first(tmp_path, monkeypatch, capsys):
+    study_root(tmp_path, monkeypatch, "tiny", STUDY)  # no results/: nothing committed at scale smoke
+    monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
+    assert main(["reproduce", "tiny", "--add", f"norm={CENTRED}", "--plan", "scale=smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "study tiny has no records at scale smoke: its 6 runs at that scale run first" in out
+    assert "data.batch_size=32: 2 runs, cost unknown" in out
+    assert not (tmp_path / "runs").exists()
+
+    assert main(["reproduce", "tiny", "--add", f"norm={CENTRED}", "scale=smoke"]) == 0
+    baselines = tmp_path / "runs" / "add" / "baselines" / "tiny-smoke"
+    assert len(rows_of(baselines / "records" / "main.jsonl")) == 4
+    (folder,) = (tmp_path / "runs" / "add").glob("tiny-smoke-add-*")
+    records = rows_of(folder / "records" / "main.jsonl")
+    assert [r["params"]["norm"] for r in records] == ["bn", "gn", "bn", "gn", CENTRED, CENTRED]
+    assert f"| {CENTRED} |" in (folder / "table.md").read_text()
+    assert f"Every other row: the records of {baselines} (6 runs)" in (folder / "ADDED.md").read_text()
+    assert not (tmp_path / "results").exists()

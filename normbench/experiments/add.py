@@ -8,13 +8,15 @@ The new arm is one more value of the norm dimension of every part whose grid com
 alone or linked with others such as the norms' options); the part's other dimensions (its protocols, batch
 sizes...), its base, schedule, seeds and, when the part tunes per arm, its tuning (the same space, trials and
 seeds) are the study's, unchanged, so only the new arm's runs are made (resumable Optuna studies under
-`work_dir`, default runs/add/). The baselines are the study's records at that scale under `baselines`
-(default: the committed results/); when every new run has finished, `results_dir`/<study>-add-<arm>/ (default
-results_dir: runs/add/) gets the records (the baselines' lines, then the new runs' numbered after them), and the
-study's tables, figures, claims, provenance and README regenerated from them: the new rows beside the
-committed ones, paired by seed, the rank claims ranking the new arm among the rest. `ADDED.md` (also at the top
-of the README) says which rows ran here and which come from the committed records, with each one's code
-version and machine, and what the new runs cost. The committed results are never written to.
+`work_dir`, default runs/add/studies/). The baselines are the study's records at that scale under `baselines`
+(default: the committed results/; at a scale with no committed records, such as `smoke`, the study's own arms
+run first, into `results_dir`/baselines/, and the note says so). When every new run has finished,
+`results_dir`/<study>-add-<arm>/ (default results_dir: runs/add/) gets the records (the baselines' lines, then
+the new runs', numbered after them), and the study's tables, figures, claims, provenance and README regenerated
+from them: the new rows beside the committed ones, paired by seed, the rank claims ranking the new arm among
+the rest. `ADDED.md` (also at the top of the README) says which rows ran here and which come from the
+baselines' records, with each one's code version and machine, and what the new runs cost. The baselines'
+folder is never written to.
 
 `--plan` says what would run and what it should cost (from the committed runs of the same protocol), and runs
 nothing.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError
+from normbench.experiments.spec import CANONICAL_SCALE
 from normbench.files import write_text_atomic
 
 ADDED_NOTE = "ADDED.md"
@@ -181,7 +184,8 @@ def main(argv: list[str]) -> int:
     runs = repo_root() / "runs" / "add"
     return run_add(exp, arm, baselines_dir=args.baselines or repo_root() / "results",
                    results_dir=args.results_dir or runs, work_dir=args.work_dir or runs / "studies",
-                   plan_only=args.add_plan, n_workers=args.n_workers, storage=args.storage)
+                   plan_only=args.add_plan, n_workers=args.n_workers, storage=args.storage,
+                   own_baselines=args.baselines is None)
 
 
 def baseline_rows(exp: Any, folder: Path) -> dict[str, list[dict[str, Any]]]:
@@ -197,8 +201,13 @@ def baseline_rows(exp: Any, folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_add(exp: Any, arm: dict[str, Any], *, baselines_dir: Path, results_dir: Path, work_dir: Path,
-            plan_only: bool = False, n_workers: int = 1, storage: str | None = None) -> int:
-    """Plans (`plan_only`) or runs the new arm of study `exp` and writes the study with it; the exit code."""
+            plan_only: bool = False, n_workers: int = 1, storage: str | None = None,
+            own_baselines: bool = False) -> int:
+    """Plans (`plan_only`) or runs the new arm of study `exp` and writes the study with it; the exit code.
+
+    With `own_baselines` (no baselines= given) at a scale whose records `baselines_dir` lacks, the study's own
+    arms run first at that scale, into `results_dir`/baselines/ (resumable like the rest).
+    """
     from normbench.experiments import tuning as tn
     from normbench.experiments.records import trial_line
     from normbench.experiments.reproduce import _finished_trials, generate, print_claims
@@ -211,7 +220,11 @@ def run_add(exp: Any, arm: dict[str, Any], *, baselines_dir: Path, results_dir: 
     out = results_dir / add.folder_name
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise ConfigError(f"results_dir={results_dir}: --add never writes into the baselines' folder {source}")
-    baselines = baseline_rows(exp, source)
+    run_baselines = own_baselines and exp.scale != CANONICAL_SCALE and not (source / "records").is_dir()
+    if run_baselines:  # no committed records at this scale (smoke, ...): the study's own arms run here first
+        source = results_dir / "baselines" / exp.results_name
+        run_baselines = not (source / "records").is_dir()
+    baselines = {part: [] for part in exp.parts} if run_baselines else baseline_rows(exp, source)
     overrides = [f"results_dir={work_dir}"]
     plans = {}
     for part, spec in add.runs.items():  # every new run composed and checked before anything runs
@@ -221,9 +234,22 @@ def run_add(exp: Any, arm: dict[str, Any], *, baselines_dir: Path, results_dir: 
             tn.plan_arms(spec, exp.tuning[part], overrides, work_dir)
         plans[part] = (plan, storage_url(work_dir, spec.study, spec.storage))
     if plan_only:
+        if run_baselines:
+            print(f"study {exp.name} has no records at scale {exp.scale}: its {exp.trials_planned()} runs at that "
+                  f"scale run first, into {source}")
         print(plan_text(add, baselines))
         return 0
     code = 0
+    if run_baselines:
+        from normbench.experiments.reproduce import Args, run
+
+        print(f"study {exp.name} has no records at scale {exp.scale}: running its own arms first, into {source}",
+              flush=True)
+        code = run(exp, Args(mode="run", study=exp.name, scale=exp.scale, work_dir=work_dir, n_workers=n_workers,
+                             storage=storage), source.parent)
+        if not (source / "records").is_dir():
+            return max(code, 1)
+        baselines = baseline_rows(exp, source)
     for part, (plan, url) in plans.items():
         print(f"study {exp.name}, part {part}, new arm {arm_label(arm)}: {describe(plan, url)}", flush=True)
         if part in exp.tuning:
@@ -306,7 +332,7 @@ def added_note(add: Addition, baselines: dict[str, list[dict[str, Any]]], added:
         "pairs runs by seed.",
         f"> New rows: {len(new_rows)} runs in part(s) {', '.join(added)}; {_origin(new_rows)}; "
         f"{sum(cpu) / 3600:.3f} CPU-hours ({sum(cpu):.0f} CPU-s).",
-        f"> Every other row: the committed records of {source} ({len(old_rows)} runs); {_origin(old_rows)}.",
+        f"> Every other row: the records of {source} ({len(old_rows)} runs); {_origin(old_rows)}.",
         "> Claims that rank or pick among all arms now include the new one; the others compare the same "
         "baselines as the committed study.",
         "",

@@ -204,7 +204,9 @@ def test_add_at_a_scale_without_baselines_runs_the_study_s_own_arms_first(tmp_pa
     assert "data.batch_size=32: 2 runs, cost unknown" in out
     assert not (tmp_path / "runs").exists()
 
-    assert main(["reproduce", "tiny", "--add", f"norm={CENTRED}", "scale=smoke"]) == 0
+    work = tmp_path / "work"
+    assert main(["reproduce", "tiny", "--add", f"norm={CENTRED}", "scale=smoke", f"work_dir={work}"]) == 0
+    assert (work / "tiny-smoke-main-add-centred_bn.layers-CentredBatchNorm" / "study.db").is_file()
     baselines = tmp_path / "runs" / "add" / "baselines" / "tiny-smoke"
     assert len(rows_of(baselines / "records" / "main.jsonl")) == 4
     (folder,) = (tmp_path / "runs" / "add").glob("tiny-smoke-add-*")

@@ -148,7 +148,8 @@ def parse(args: list[str]) -> Args:
     if out.mode == "add" and (out.part or out.max_trials):
         raise ConfigError("--add runs the new arm in every part that compares norms; it takes no part= or "
                           "sweep.max_trials")
-    if out.mode != "run" and (out.n_workers != 1 or out.storage or out.work_dir or out.part or out.max_trials):
+    if out.mode not in ("run", "add") and (out.n_workers != 1 or out.storage or out.work_dir or out.part
+                                           or out.max_trials):
         raise ConfigError(f"--{out.mode} reads the committed records only; it takes scale= and results_dir= alone")
     return out
 

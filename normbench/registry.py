@@ -170,7 +170,7 @@ def signature_options(fn: Callable[..., Any], skip: int) -> dict[str, Option]:
     """Keyword options of `fn` after its first `skip` positional parameters."""
     sig = inspect.signature(fn)
     # a class's options are its __init__'s (get_type_hints of the class gives its attribute annotations)
-    hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    hints = typing.get_type_hints(getattr(fn, "__init__") if isinstance(fn, type) else fn)  # noqa: B009
     params = list(sig.parameters.values())[skip:]
     out = {}
     for p in params:

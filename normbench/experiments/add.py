@@ -278,10 +278,9 @@ def run_add(exp: Any, arm: dict[str, Any], *, baselines_dir: Path, results_dir: 
     for part, part_rows in rows.items():
         lines = [json.dumps(r, sort_keys=True, separators=(",", ":"), allow_nan=False) for r in part_rows]
         write_text_atomic(out / "records" / f"{part}.jsonl", "".join(line + "\n" for line in lines))
-    for part in exp.tuning:
-        _write_tuning(exp, add, part, source, out, overrides, work_dir)
+    tuning_runs = [r for part in exp.tuning for r in _write_tuning(exp, add, part, source, out, overrides, work_dir)]
     written, claims = generate(add.exp, out, out)
-    note = added_note(add, baselines, added, source)
+    note = added_note(add, baselines, added, source, tuning_runs)
     written.append(write_text_atomic(out / ADDED_NOTE, note))
     readme = out / "README.md"
     write_text_atomic(readme, note + "\n" + readme.read_text())
@@ -292,17 +291,19 @@ def run_add(exp: Any, arm: dict[str, Any], *, baselines_dir: Path, results_dir: 
 
 
 def _write_tuning(exp: Any, add: Addition, part: str, source: Path, out: Path, overrides: list[str],
-                  work_dir: Path) -> None:
-    """records/<part>-tuning.jsonl: the baselines' tuning lines, then the new arm's."""
+                  work_dir: Path) -> list[dict[str, Any]]:
+    """records/<part>-tuning.jsonl: the baselines' tuning lines, then the new arm's (returned)."""
     from normbench.experiments import tuning as tn
 
     committed = tn.records_path(source, part)
     lines = committed.read_text().splitlines() if committed.is_file() else []
+    new: list[dict[str, Any]] = []
     if part in add.runs:
         rows = tn.tuning_rows(add.runs[part], exp.tuning[part], overrides, work_dir) or {}
-        lines += [json.dumps(r, sort_keys=True, separators=(",", ":"), allow_nan=False)
-                  for study_rows in rows.values() for r in study_rows]
+        new = [r for study_rows in rows.values() for r in study_rows]
+        lines += [json.dumps(r, sort_keys=True, separators=(",", ":"), allow_nan=False) for r in new]
     write_text_atomic(tn.records_path(out, part), "".join(line + "\n" for line in lines if line.strip()))
+    return new
 
 
 def _origin(rows: list[dict[str, Any]]) -> str:
@@ -316,12 +317,15 @@ def _origin(rows: list[dict[str, Any]]) -> str:
 
 
 def added_note(add: Addition, baselines: dict[str, list[dict[str, Any]]], added: dict[str, list[dict[str, Any]]],
-               source: Path) -> str:
-    """ADDED.md: which rows ran here, which come from the committed records, and what the new runs cost."""
+               source: Path, tuning_runs: list[dict[str, Any]] | None = None) -> str:
+    """ADDED.md: which rows ran here, which come from the committed records, and what the new runs cost (the
+    new arm's tuning runs included)."""
     exp = add.exp
     new_rows = [r for rows in added.values() for r in rows]
     old_rows = [r for rows in baselines.values() for r in rows]
-    cpu = [c for r in new_rows if r.get("summary") and (c := _cpu_s(r["summary"])) is not None]
+    tuning_runs = tuning_runs or []
+    cpu = [c for r in [*new_rows, *tuning_runs] if r.get("summary") and (c := _cpu_s(r["summary"])) is not None]
+    tuned = f" (+ {len(tuning_runs)} tuning runs)" if tuning_runs else ""
     seeds = sorted({s for spec in add.runs.values() for s in spec.seeds})
     command = (f"python -m normbench reproduce {exp.name} --add "
                + " ".join(shlex.quote(x) for x in arm_label(add.arm).split(" "))
@@ -330,8 +334,8 @@ def added_note(add: Addition, baselines: dict[str, list[dict[str, Any]]], added:
         f"> **Added arm `{arm_label(add.arm)}`** (`{command}`): its rows ran on this machine, under study "
         f"{exp.name}'s protocol (scale {exp.scale}), seeds {seeds}: the baselines' seeds, so every comparison "
         "pairs runs by seed.",
-        f"> New rows: {len(new_rows)} runs in part(s) {', '.join(added)}; {_origin(new_rows)}; "
-        f"{sum(cpu) / 3600:.3f} CPU-hours ({sum(cpu):.0f} CPU-s).",
+        f"> New rows: {len(new_rows)} runs in part(s) {', '.join(added)}{tuned}; {_origin(new_rows)}; cost "
+        f"{sum(cpu) / 3600:.3f} CPU-hours ({sum(cpu):.0f} CPU-s, every new run).",
         f"> Every other row: the records of {source} ({len(old_rows)} runs); {_origin(old_rows)}.",
         "> Claims that rank or pick among all arms now include the new one; the others compare the same "
         "baselines as the committed study.",

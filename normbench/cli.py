@@ -25,6 +25,8 @@ Overrides use Hydra syntax: group choices (norm=gn, model=resnet20, data=synthet
 settings (sweep.n_workers=4, sweep.storage=postgresql://..., sweep.max_trials=5, sweep.study_name=NAME).
 `run -m norm=bn,gn data.batch_size=8,32` (or --multirun) runs every combination as a grid study (resumable).
 `hydra.searchpath=[file:///DIR]` adds a user config directory (DIR/norm/my_norm.yaml: norm=my_norm).
+`norm=my_pkg.layers:MyNorm` (model=pkg.mod:build, data=pkg.mod:load) uses one from outside the package, by import
+path; an installed package's entry points (groups normbench.norms, normbench.models, normbench.datasets) by name.
 `python -m normbench list` shows the available models, norms, datasets, sweeps and experiments."""
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}

@@ -215,3 +215,59 @@ def test_add_at_a_scale_without_baselines_runs_the_study_s_own_arms_first(tmp_pa
     assert f"| {CENTRED} |" in (folder / "table.md").read_text()
     assert f"Every other row: the records of {baselines} (6 runs)" in (folder / "ADDED.md").read_text()
     assert not (tmp_path / "results").exists()
+
+
+TUNED_STUDY = """\
+title: A tiny tuned comparison
+question: Which lr does each norm choose?
+protocol: Synthetic data, one epoch, the lr tuned per norm on a validation split (2 configurations).
+declared: "2026-12-03"
+parts:
+  tuned:
+    description: bn and gn, lr tuned per norm
+    base: {data: synthetic, data.num_train: 256, data.num_test: 64, trainer.max_epochs: 1, calib.samples: 64,
+           trainer.accelerator: cpu}
+    grid:
+      norm: [bn, gn]
+    seeds: 2
+    tuning:
+      space: {optim.lr: {type: float, low: 0.05, high: 0.5, log: true}}
+      trials: 2
+      sampler: qmc
+      sampler_seed: 0
+      seeds: [100]
+      objective: val_acc
+      val_fraction: 0.25
+tables:
+  - name: table
+    part: tuned
+    caption: Each norm at its tuned lr.
+    columns: [val_acc, test_acc, lr]
+"""
+
+
+def test_add_to_a_tuned_part_tunes_the_new_arm_with_the_same_budget(tmp_path, monkeypatch, capsys):
+    study_root(tmp_path, monkeypatch, "tuned", TUNED_STUDY)
+    monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
+    assert main(["reproduce", "tuned"]) == 0  # the committed baselines: 2 arms x (2 tuning + 2 final) runs
+    committed = tmp_path / "results" / "tuned"
+    capsys.readouterr()
+    assert main(["reproduce", "tuned", "--add", f"norm={CENTRED}"]) == 0
+    out = capsys.readouterr().out
+    assert "tuning arm centred_bn.layers-CentredBatchNorm (2 configurations)" in out
+    (folder,) = (tmp_path / "runs" / "add").glob("tuned-add-*")
+    tuning = rows_of(folder / "records" / "tuned-tuning.jsonl")
+    base_tuning = rows_of(committed / "records" / "tuned-tuning.jsonl")
+    assert tuning[:len(base_tuning)] == base_tuning
+    new_tuning = tuning[len(base_tuning):]
+    # the same budget: 2 configurations of the same space at the same tuning seed, on the same validation split
+    assert len(new_tuning) == 2 and {r["params"]["seed"] for r in new_tuning} == {100}
+    assert sorted(r["params"]["optim.lr"] for r in new_tuning) == \
+        sorted(r["params"]["optim.lr"] for r in base_tuning if r["params"]["norm"] == "bn")
+    assert {r["summary"]["config"]["data"]["val_fraction"] for r in new_tuning} == {0.25}
+    final = [r for r in rows_of(folder / "records" / "tuned.jsonl") if r["params"]["norm"] == CENTRED]
+    assert [r["params"]["seed"] for r in final] == [0, 1]
+    table = (folder / "table.md").read_text()
+    assert f"| {CENTRED} |" in table
+    note = (folder / "ADDED.md").read_text()
+    assert "New rows: 2 runs in part(s) tuned (+ 2 tuning runs)" in note

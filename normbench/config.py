@@ -7,6 +7,8 @@ one line that names the key and what is accepted, raised before any work starts.
 
 Overrides:
     norm=gn                      group choice (a file configs/norm/gn.yaml; registry aliases accepted)
+    norm=pkg.mod:MyNorm          a plugin (normbench.plugins): an import path or an installed entry point's
+                                 name; with no file, its section is its name and its signature's defaults
     norm.groups=2 / seed=3       value override (unknown keys are reported by the validator)
     experiment=d2l_lenet_bn      a preset from configs/experiment/
     data.root=~/data             a value starting with `~` is a path (the loaders expand it)

@@ -160,6 +160,28 @@ def test_a_plugin_s_options_get_the_built_in_one_line_errors(example_on_path):
         load_config(["norm=centred", *TINY])
 
 
+@pytest.mark.parametrize(("group", "source", "message"), [
+    ("model", "def build(norm, num_classes):\n    pass\n",
+     r"^model '{mod}:build' takes \(norm, num_classes\) but is called as \(norm, num_classes, in_channels, "
+     r"image_size, \*\*options\)$"),
+    ("model", "def build(norm, num_classes, in_channels, image_size, depth):\n    pass\n",
+     r"^model '{mod}:build': option 'depth' has no default; every option after norm, num_classes, in_channels, "
+     r"image_size needs one$"),
+    ("data", "def load(root):\n    pass\n",
+     r"^dataset '{mod}:load' takes \(root\) but is called as \(root, download, \*\*options\)$"),
+    ("data", "import byo_nothing_here_xyz\n",
+     r"^dataset '{mod}:load': cannot import module '{mod}' \(ModuleNotFoundError: No module named "
+     r"'byo_nothing_here_xyz'\)$"),
+    ("data", "def load(root, download):\n    pass\nload.sizes = 3\n",
+     r"^dataset '{mod}:load': attribute 'sizes' must be a function, got 3$"),
+])
+def test_a_broken_model_or_dataset_plugin_is_one_config_error(plugin_module, group, source, message):
+    mod = plugin_module(f"byo_bad_{uuid.uuid4().hex[:8]}", source)
+    attr = "build" if group == "model" else "load"
+    with pytest.raises(ConfigError, match=message.format(mod=mod)):
+        load_config([f"{group}={mod}:{attr}", *TINY])
+
+
 def test_the_cli_refuses_a_broken_plugin_with_exit_2_before_any_work(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", "norm=byo_absent_module:Norm", *TINY, f"out_dir={out}")

@@ -86,6 +86,13 @@ def test_an_import_path_norm_trains_and_is_recorded(example_on_path, tmp_path):
     assert sum(type(m).__name__ == "CentredBatchNorm" for m in result.module.modules()) == 4  # LeNet's sites
 
 
+def test_an_import_path_run_s_default_folder_has_no_colon(example_on_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(load_config([f"norm={CENTRED}", *TINY, "trainer.fast_dev_run=true"]))
+    assert result.out_dir.parent == Path("runs") and ":" not in str(result.out_dir)
+    assert "-lenet-centred_bn.layers.CentredBatchNorm-synthetic-s0" in result.out_dir.name
+
+
 def test_the_same_import_path_run_gives_the_same_numbers(example_on_path, tmp_path):
     runs = [train(load_config([f"norm={CENTRED}", *TINY, "optim.lr=0.1", f"out_dir={tmp_path / str(i)}"])).summary
             for i in range(2)]

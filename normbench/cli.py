@@ -25,6 +25,8 @@ Overrides use Hydra syntax: group choices (norm=gn, model=resnet20, data=synthet
 settings (sweep.n_workers=4, sweep.storage=postgresql://..., sweep.max_trials=5, sweep.study_name=NAME).
 `run -m norm=bn,gn data.batch_size=8,32` (or --multirun) runs every combination as a grid study (resumable).
 `hydra.searchpath=[file:///DIR]` adds a user config directory (DIR/norm/my_norm.yaml: norm=my_norm).
+`norm=my_pkg.layers:MyNorm` (model=pkg.mod:build, data=pkg.mod:load) uses one from outside the package, by import
+path; an installed package's entry points (groups normbench.norms, normbench.models, normbench.datasets) by name.
 `python -m normbench list` shows the available models, norms, datasets, sweeps and experiments."""
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -133,18 +135,18 @@ def cmd_run(args: list[str]) -> int:
 def cmd_list(args: list[str]) -> int:
     if args:
         raise ConfigError(f"'list' takes no arguments, got: {' '.join(args)}")
-    from normbench import data, models, norms
     from normbench.config import group_choices
+    from normbench.data import DATASETS
+    from normbench.models import MODELS
+    from normbench.norms import NORMS
 
-    rows = {
-        "models": models.available(),
-        "norms": norms.available(),
-        "datasets": data.available(),
-        "sweeps": group_choices("sweep"),
-        "experiments": group_choices("experiment"),
-    }
-    for kind, names in rows.items():
+    for kind, registry in (("models", MODELS), ("norms", NORMS), ("datasets", DATASETS)):
+        # built-in entries by name; a plugin (an installed entry point) with where it comes from
+        shown = [name if origin == "built-in" else f"{name} ({origin})" for name, origin in registry.origins().items()]
+        print(f"{kind}: {', '.join(shown)}")
+    for kind, names in (("sweeps", group_choices("sweep")), ("experiments", group_choices("experiment"))):
         print(f"{kind}: {', '.join(names) if names else '(none)'}")
+    print("plugins by import path: norm=package.module:Class, model=package.module:build, data=package.module:load")
     return 0
 
 
@@ -194,8 +196,13 @@ def cmd_dashboard(args: list[str]) -> int:
 
 
 @command("reproduce", "run a study of experiments/ and write results/<study>/; --check regenerates the committed "
-                      "results from their records (no training); --list shows the studies and their cost")
+                      "results from their records (no training); --list shows the studies and their cost; --add "
+                      "norm=... runs a new norm under the study's protocol beside its baselines")
 def cmd_reproduce(args: list[str]) -> int:
+    if "--add" in args:  # a new norm through a committed study (normbench.experiments.add)
+        from normbench.experiments.add import main as add
+
+        return add(args)
     from normbench.experiments.reproduce import main as reproduce
 
     return reproduce(args)

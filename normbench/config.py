@@ -7,6 +7,8 @@ one line that names the key and what is accepted, raised before any work starts.
 
 Overrides:
     norm=gn                      group choice (a file configs/norm/gn.yaml; registry aliases accepted)
+    norm=pkg.mod:MyNorm          a plugin (normbench.plugins): an import path or an installed entry point's
+                                 name; with no file, its section is its name and its signature's defaults
     norm.groups=2 / seed=3       value override (unknown keys are reported by the validator)
     experiment=d2l_lenet_bn      a preset from configs/experiment/
     data.root=~/data             a value starting with `~` is a path (the loaders expand it)
@@ -243,11 +245,32 @@ def check_group_choice(group: str, value: object, search: tuple[Path, ...] = ())
     if value in choices:
         return str(value)
     section = SECTIONS.get(group)
-    if section is not None and section.registry is not None and str(value) in section.registry:
-        canonical = section.registry.get(str(value)).name
-        if canonical in choices:
-            return canonical
+    if section is not None and section.registry is not None:
+        registry = section.registry
+        try:  # a plugin (an import path, an installed entry point) is loaded here: its error is the message
+            entry = registry.get(str(value)) if str(value) in registry or is_plugin(registry, value) else None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if entry is not None:
+            # a file of the group first (its options); an entry without one is composed from its signature
+            return entry.name if entry.name in choices or entry.origin != "built-in" else _no_file(group, entry)
+        choices = [*choices, *(n for n in registry.plugin_names() if n not in choices)]
+        raise ConfigError(f"unknown {group} '{value}'; accepted: {', '.join(choices) or '(none)'}, or an import "
+                          "path package.module:Name")
     raise ConfigError(f"unknown {group} '{value}'; accepted: {', '.join(choices) or '(none)'}")
+
+
+def is_plugin(registry: Registry, value: object) -> bool:
+    """Whether `value` names a plugin of `registry`: an import path, or an installed entry point's name."""
+    from normbench.plugins import is_import_path
+    from normbench.registry import normalize_name
+
+    return is_import_path(str(value)) or normalize_name(str(value)) in map(normalize_name, registry.plugin_names())
+
+
+def _no_file(group: str, entry: Any) -> str:
+    raise ConfigError(f"{group} '{entry.name}' is registered in code but has no configs/{group}/{entry.name}.yaml "
+                      "to choose it by; pass it by import path (package.module:Name) or in Python (from_mapping)")
 
 
 def _prepare_overrides(overrides: list[str]) -> list[str]:
@@ -281,6 +304,11 @@ def _prepare_overrides(overrides: list[str]) -> list[str]:
             if key in RUNNER_GROUPS:
                 raise ConfigError(f"{key}={choice} is run by `python -m normbench run {key}={choice}`; "
                                   "load_config composes the config of a single run")
+            if choice not in group_choices(key, search):
+                # a plugin (normbench.plugins) has no file: the section is its name, then its signature's
+                # defaults (filled in by validate) and the overrides that follow
+                out.extend([f"~{key}", f"++{key}={{name:{format_value(choice)}}}"])
+                continue
             out.append(text if choice == value else f"{key}={choice}")
             continue
         if text[0] in "+~":

@@ -17,7 +17,10 @@ from typing import Any
 
 
 def normalize_name(name: str) -> str:
-    """Canonical lookup key: case-insensitive, '-' and '_' ignored (`batch_norm` == `BatchNorm`)."""
+    """Canonical lookup key: case-insensitive, '-' and '_' ignored (`batch_norm` == `BatchNorm`); an import path
+    (`pkg.mod:Name`, normbench.plugins) is its own key, as Python spells it."""
+    if ":" in str(name):
+        return str(name)
     return str(name).lower().replace("_", "").replace("-", "")
 
 
@@ -43,6 +46,7 @@ class Entry:
     options: dict[str, Option]
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "entry"
+    origin: str = "built-in"  # or 'import path', 'entry point <distribution>' (normbench.plugins)
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Returns the options coerced to their declared types; raises ValueError on a bad one."""
@@ -59,17 +63,28 @@ class Entry:
 
 
 class Registry:
-    """Maps names (and aliases) to factories. Unknown names fail with the list of known ones."""
+    """Maps names (and aliases) to factories. Unknown names fail with the list of known ones.
 
-    def __init__(self, kind: str, skip_params: int = 1):
+    With a `plugin_group`, a name the registry does not know is looked up as an import path (`pkg.mod:Name`)
+    or as an entry point of that group, loaded and registered (normbench.plugins); `plugin_meta` is the
+    metadata such a plugin may declare as attributes, with its defaults, and `positional` names the leading
+    arguments its factory is called with (for messages).
+    """
+
+    def __init__(self, kind: str, skip_params: int = 1, *, plugin_group: str | None = None,
+                 plugin_meta: Mapping[str, Any] | None = None, positional: tuple[str, ...] = ()):
         self.kind = kind
         self._skip = skip_params  # leading positional parameters that are not options
         self._entries: dict[str, Entry] = {}
         self._lookup: dict[str, str] = {}
+        self.plugin_group = plugin_group
+        self.plugin_meta = dict(plugin_meta or {})
+        self.positional = positional or tuple(f"arg{i}" for i in range(skip_params))
 
-    def register(self, name: str, *, aliases: tuple[str, ...] = (), **meta: Any):
+    def register(self, name: str, *, aliases: tuple[str, ...] = (), origin: str = "built-in", **meta: Any):
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-            entry = Entry(name=name, fn=fn, options=signature_options(fn, self._skip), meta=meta, kind=self.kind)
+            entry = Entry(name=name, fn=fn, options=signature_options(fn, self._skip), meta=meta, kind=self.kind,
+                          origin=origin)
             for key in (name, *aliases):
                 norm = normalize_name(key)
                 if self._lookup.get(norm, name) != name:
@@ -81,22 +96,81 @@ class Registry:
         return deco
 
     def get(self, name: str) -> Entry:
+        """The entry for `name`, loading a plugin of that name when there is one.
+
+        Raises:
+            ValueError: an unknown name (the message lists the accepted ones); a plugin that cannot be used
+                (normbench.plugins.PluginError, naming it).
+        """
         key = self._lookup.get(normalize_name(name))
         if key is None:
-            raise ValueError(f"unknown {self.kind} '{name}'; accepted: {', '.join(self.names())}")
+            key = self._load_plugin(str(name))
+        if key is None:
+            accepted = dict.fromkeys([*self.names(), *self.plugin_names()])
+            raise ValueError(f"unknown {self.kind} '{name}'; accepted: {', '.join(accepted)}"
+                             + (", or an import path package.module:Name" if self.plugin_group else ""))
         return self._entries[key]
 
     def names(self) -> list[str]:
+        """Registered names: the built-in entries, then the plugins loaded so far."""
         return list(self._entries)
+
+    def plugin_names(self) -> list[str]:
+        """Names of the installed entry points of the registry's group (loaded or not)."""
+        from normbench.plugins import entry_points
+
+        return list(entry_points(self.plugin_group)) if self.plugin_group else []
+
+    def origins(self) -> dict[str, str]:
+        """{name: origin} of the registered entries and of the installed entry points not loaded yet."""
+        from normbench.plugins import dist_name, entry_points
+
+        out = {name: e.origin for name, e in self._entries.items()}
+        for name, ep in (entry_points(self.plugin_group) if self.plugin_group else {}).items():
+            out.setdefault(name, f"entry point {dist_name(ep)}")
+        return out
 
     def __contains__(self, name: str) -> bool:
         return normalize_name(name) in self._lookup
+
+    def _load_plugin(self, name: str) -> str | None:
+        """Loads and registers plugin `name` (import path or entry point); None when there is none by that name."""
+        if self.plugin_group is None:
+            return None
+        from normbench.plugins import (
+            PluginError,
+            check_signature,
+            declared_meta,
+            entry_points,
+            is_import_path,
+            load_entry_point,
+            load_import_path,
+        )
+
+        if is_import_path(name):
+            plugin = load_import_path(name, self.kind)
+        else:
+            found = {normalize_name(n): ep for n, ep in entry_points(self.plugin_group).items()}
+            ep = found.get(normalize_name(name))
+            if ep is None:
+                return None
+            plugin = load_entry_point(ep, self.kind)
+        check_signature(plugin, self.kind, self.positional)
+        meta = declared_meta(plugin, self.kind, self.plugin_meta)
+        try:
+            self.register(plugin.name, origin=plugin.origin, **meta)(plugin.obj)
+        except (NameError, TypeError) as e:  # annotations that do not resolve
+            raise PluginError(f"{self.kind} '{plugin.name}': cannot read its option types ({e})") from None
+        except RuntimeError as e:  # an entry point named like a built-in entry
+            raise PluginError(f"{self.kind} '{plugin.name}' ({plugin.origin}): {e}") from None
+        return plugin.name
 
 
 def signature_options(fn: Callable[..., Any], skip: int) -> dict[str, Option]:
     """Keyword options of `fn` after its first `skip` positional parameters."""
     sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn)
+    # a class's options are its __init__'s (get_type_hints of the class gives its attribute annotations)
+    hints = typing.get_type_hints(getattr(fn, "__init__") if isinstance(fn, type) else fn)  # noqa: B009
     params = list(sig.parameters.values())[skip:]
     out = {}
     for p in params:

@@ -88,7 +88,9 @@ def quiet_lightning() -> None:
 
 def default_out_dir(cfg: DictConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{stamp}-{cfg.model.name}-{cfg.norm.name}-{cfg.data.name}-s{cfg.seed}"
+    # a plugin's import path (pkg.mod:Name) names a folder without its ':' (not a path character everywhere)
+    names = "-".join(str(n).replace(":", ".") for n in (cfg.model.name, cfg.norm.name, cfg.data.name))
+    return Path("runs") / f"{stamp}-{names}-s{cfg.seed}"
 
 
 # --- data-parallel runs (trainer.devices > 1) ---------------------------------------------------------

@@ -13,6 +13,7 @@ from normbench.data.registry import DATASETS, RawSplits, register_dataset
 from normbench.data import fashion_mnist as _fashion_mnist  # noqa: E402,F401  isort: skip
 from normbench.data import cifar as _cifar  # noqa: E402,F401  isort: skip
 from normbench.data import synthetic as _synthetic  # noqa: E402,F401  isort: skip
+from normbench.data import torchvision_sets as _torchvision_sets  # noqa: E402,F401  isort: skip
 
 __all__ = ["DATASETS", "BatchLoader", "InMemoryData", "RawSplits", "available", "load_data", "register_dataset"]
 

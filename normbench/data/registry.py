@@ -13,7 +13,9 @@ from normbench.registry import Registry
 # Loaders are called as fn(root, download, **options) -> RawSplits. Optional metadata, used by the config
 # checks before any data is read: `check(root, **options)` raises ValueError on a bad value, and
 # `sizes(**options) -> (train, test)` gives the split sizes (for data.train_subset / data.test_subset).
-DATASETS = Registry("dataset", skip_params=2)
+# Plugins (normbench.plugins: `data=pkg.mod:load`, entry points of normbench.datasets) may declare both.
+DATASETS = Registry("dataset", skip_params=2, plugin_group="normbench.datasets",
+                    plugin_meta={"check": None, "sizes": None}, positional=("root", "download"))
 
 
 def register_dataset(name: str, *, aliases: tuple[str, ...] = (), **meta):

@@ -8,6 +8,8 @@
     python -m normbench reproduce STUDY --plan [scale=...]
     python -m normbench reproduce STUDY --replay [N] [trial=PART:NUMBER,...] [work_dir=DIR]
     python -m normbench reproduce STUDY --replicate [part=NAME] [arms=KEY=VALUE,...] [work_dir=DIR]
+    python -m normbench reproduce STUDY --add norm=NAME [norm.OPTION=VALUE ...] [--plan] [scale=...]
+                                        [results_dir=DIR] [baselines=DIR] [work_dir=DIR]
 
 Run: every part's grid runs as an Optuna study under `work_dir` (default runs/studies/, one SQLite file per
 part; or `sweep.storage`, shared by many machines), resumable: a second command picks up where the first
@@ -30,6 +32,9 @@ committed study holds the same runs (normbench.experiments.overlap).
 Regenerate: rewrites the generated files in place from the committed records (no training), e.g. after a
 change to how tables are drawn; `git diff` then shows exactly what changed.
 
+Add: runs a new norm arm under the study's protocol and writes the study with it beside the committed
+baselines, paired by seed (normbench.experiments.add).
+
 Replay and replicate re-run committed trials on this machine (never writing under results/) and compare
 them with their records: normbench.experiments.replay.
 """
@@ -48,9 +53,9 @@ from normbench.experiments.spec import CANONICAL_SCALE, Experiment, available, l
 from normbench.files import write_bytes_atomic, write_text_atomic
 
 INPUTS = ("finding.md", "replications.json")  # written by people, read by generate(): never generated
-FLAGS = ("--check", "--list", "--regenerate", "--plan", "--replay", "--replicate")
+FLAGS = ("--check", "--list", "--regenerate", "--plan", "--replay", "--replicate", "--add")
 KEYS = ("scale", "results_dir", "work_dir", "sweep.n_workers", "sweep.storage", "sweep.max_trials", "part", "trial",
-        "arms", "allow_oversubscribe")
+        "arms", "allow_oversubscribe", "baselines")
 MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("png", "pdf")
 
@@ -70,6 +75,9 @@ class Args:
     trial: str | None = None  # --replay: PART:NUMBER,...
     arms: str | None = None  # --replicate: KEY=VALUE,...
     allow_oversubscribe: bool = False  # sweep.n_workers above normbench.resources' per-core limit
+    add: list[str] | None = None  # --add: the new arm's norm=... and norm.*=... (normbench.experiments.add)
+    add_plan: bool = False  # --add ... --plan
+    baselines: Path | None = None  # --add: the folder holding <study>/records (default: the committed results/)
 
 
 def parse(args: list[str]) -> Args:
@@ -82,7 +90,14 @@ def parse(args: list[str]) -> Args:
             if replay_n < 1:
                 raise ConfigError(f"--replay N: N must be an integer >= 1, got {replay_n}")
             args = args[:i + 1] + args[i + 2:]
+    added, add_plan = None, False
+    if "--add" in args:  # its norm=... / norm.*=... arguments belong to the flag, and it may be planned
+        added = [a for a in args if a.split("=", 1)[0] == "norm" or a.startswith("norm.")]
+        add_plan = "--plan" in args
+        args = [a for a in args if a not in added and a not in ("--add", "--plan")]
     flags = [a for a in args if a.startswith("--")]
+    if added is not None and flags:
+        raise ConfigError(f"--add goes with --plan alone, not {flags[0]}")
     for f in flags:
         if f not in FLAGS:
             raise ConfigError(f"unknown flag '{f}' for 'reproduce'; accepted: {', '.join(FLAGS)}")
@@ -93,8 +108,8 @@ def parse(args: list[str]) -> Args:
     allow, args = take_override(args)
     rest = [a for a in args if not a.startswith("--")]
     names = [a for a in rest if "=" not in a]
-    out = Args(mode=flags[0].lstrip("-") if flags else "run",
-               study=names[0] if names else None)
+    out = Args(mode="add" if added is not None else flags[0].lstrip("-") if flags else "run",
+               study=names[0] if names else None, add=added, add_plan=add_plan)
     if replay_n is not None:
         out.replay_n = replay_n
     if len(names) > 1:
@@ -111,7 +126,7 @@ def parse(args: list[str]) -> Args:
             setattr(out, "n_workers" if key == "sweep.n_workers" else "max_trials", int(value))
         elif key == "sweep.storage":
             out.storage = value
-        elif key in ("results_dir", "work_dir"):
+        elif key in ("results_dir", "work_dir", "baselines"):
             setattr(out, key, Path(value))
         else:
             setattr(out, key, value)
@@ -134,7 +149,13 @@ def parse(args: list[str]) -> Args:
         return out
     if out.trial or out.arms:
         raise ConfigError("trial= goes with --replay, arms= with --replicate")
-    if out.mode != "run" and (out.n_workers != 1 or out.storage or out.work_dir or out.part or out.max_trials):
+    if out.baselines is not None and out.mode != "add":
+        raise ConfigError("baselines= goes with --add")
+    if out.mode == "add" and (out.part or out.max_trials):
+        raise ConfigError("--add runs the new arm in every part that compares norms; it takes no part= or "
+                          "sweep.max_trials")
+    if out.mode not in ("run", "add") and (out.n_workers != 1 or out.storage or out.work_dir or out.part
+                                           or out.max_trials):
         raise ConfigError(f"--{out.mode} reads the committed records only; it takes scale= and results_dir= alone")
     return out
 
@@ -159,6 +180,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.mode in ("replay", "replicate"):
         return replay_or_replicate(exp, args, results_dir)
+    if args.mode == "add":  # normbench.experiments.add.main runs it (it builds on this module)
+        raise ConfigError("--add is run by `python -m normbench reproduce STUDY --add norm=...`")
     return run(exp, args, results_dir)
 
 

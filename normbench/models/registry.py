@@ -11,7 +11,9 @@ from normbench.norms.naming import LayerKind, input_kind
 from normbench.registry import Registry
 
 # Builders are called as fn(norm, num_classes, in_channels, image_size, **options).
-MODELS = Registry("model", skip_params=4)
+# Plugins (normbench.plugins: `model=pkg.mod:build`, entry points of normbench.models) may declare `check`.
+MODELS = Registry("model", skip_params=4, plugin_group="normbench.models", plugin_meta={"check": None},
+                  positional=("norm", "num_classes", "in_channels", "image_size"))
 
 
 def register_model(name: str, *, aliases: tuple[str, ...] = (), **meta):

@@ -13,7 +13,15 @@ from typing import Any
 
 from normbench.registry import Registry
 
-NORMS = Registry("norm")
+# What a plugin norm (normbench.plugins) may declare as attributes, and what it is when it does not. A norm
+# that does not say is taken to use batch statistics: that only refuses a batch of one sample and splits the
+# batch per emulated device, which a per-sample norm computes the same either way, while the opposite default
+# would let a batch norm see a whole emulated multi-device batch.
+PLUGIN_META: dict[str, Any] = {"batch_stats": True, "syncs_devices": False, "replaces_activation": False,
+                               "check": None, "norm_batch_size": None, "samples_per_update": None,
+                               "conv_transform": None}
+
+NORMS = Registry("norm", plugin_group="normbench.norms", plugin_meta=PLUGIN_META, positional=("num_channels",))
 
 
 @dataclass(frozen=True)

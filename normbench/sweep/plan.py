@@ -30,7 +30,7 @@ from normbench.errors import ConfigError
 from normbench.overrides import NEUTRAL_KEYS, differences, format_value
 from normbench.sweep.spec import SweepSpec
 
-_NAME_RE = re.compile(r"^[\w.-]+$")
+_NAME_RE = re.compile(r"^[\w.-]+(:[\w.]+)?$")  # a config file name, or a plugin's import path (pkg.mod:Name)
 
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from normbench.config import load_config
 from normbench.data import load_data
@@ -18,14 +17,13 @@ from normbench.errors import ConfigError
 from normbench.models import build_model
 from normbench.norms import norm_factory
 from normbench.train import train
-from normbench.training.module import parameter_groups
-from normbench.training.schedule import Schedule
 from normbench.training.stacked import (
     StackedModel,
     StackedTrainer,
     build_stacked,
     check_stackable,
     seed_accuracies,
+    separate_run,
 )
 from tests.helpers import TINY
 
@@ -65,30 +63,8 @@ def loader(data: InMemoryData, seed: int, dtype: torch.dtype, norm: str):
         "train", BATCH, shuffle=True, seed=seed, min_batch=2 if batch_stats else 1)
 
 
-def separate_run(build, data, seed: int, steps: int, optim: dict, dtype: torch.dtype, norm: str) -> torch.nn.Module:
-    """One seed's run as a plain loop: seeded build, its own loader, the optimizer and schedule of Classifier."""
-    torch.manual_seed(seed)
-    net = build()
-    groups = parameter_groups(net, optim["weight_decay"], optim["norm_weight_decay"])
-    if optim["name"] == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"],
-                                                     weight_decay=optim["weight_decay"], nesterov=optim["nesterov"])
-    else:
-        opt = torch.optim.AdamW(groups, lr=optim["lr"], weight_decay=optim["weight_decay"])
-    schedule = Schedule(optim["scheduler"], optim["warmup_steps"], steps if optim["scheduler"] != "none" else None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule.factor(step))
-    batches = loader(data, seed, dtype, norm)
-    done = 0
-    while done < steps:
-        for x, y in batches:
-            if done == steps:
-                break
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            scheduler.step()
-            done += 1
-    return net
+def separate(build, data, seed: int, steps: int, optim: dict, dtype: torch.dtype, norm: str) -> torch.nn.Module:
+    return separate_run(build, loader(data, seed, dtype, norm), seed, steps, optim)
 
 
 def stacked_run(build, data, steps: int, optim: dict, dtype: torch.dtype, norm: str) -> StackedModel:
@@ -121,11 +97,11 @@ def worst_relative_difference(model: StackedModel, separate: list[torch.nn.Modul
 ])
 def test_stacked_equals_separate_runs_in_float64(data, norm, options, optim, steps):
     build = builder(norm, torch.float64, **options)
-    separate = [separate_run(build, data, s, steps, optim, torch.float64, norm) for s in SEEDS]
+    runs = [separate(build, data, s, steps, optim, torch.float64, norm) for s in SEEDS]
     model = stacked_run(build, data, steps, optim, torch.float64, norm)
-    assert worst_relative_difference(model, separate) < 1e-10
+    assert worst_relative_difference(model, runs) < 1e-10
     # the seeds are distinct runs that trained (a stack of one run copied K times, or no training, would not do)
-    first = [net.state_dict()["features.conv1.weight"] for net in separate]
+    first = [net.state_dict()["features.conv1.weight"] for net in runs]
     torch.manual_seed(SEEDS[0])
     assert not torch.equal(first[0], build().state_dict()["features.conv1.weight"])
     assert not torch.allclose(first[0], first[1])
@@ -165,7 +141,7 @@ def test_reference_loop_is_a_normbench_run(data, tmp_path):
     result = train(cfg)
     steps = result.summary["optimizer_steps"]
     assert steps == 40
-    reference = separate_run(builder("bn", torch.float32), data, 1, steps, SGD, torch.float32, "bn")
+    reference = separate(builder("bn", torch.float32), data, 1, steps, SGD, torch.float32, "bn")
     trained = result.module.net.state_dict()
     diffs = {name: float((trained[name].double() - v.double()).abs().max())
              for name, v in reference.state_dict().items()}

@@ -279,7 +279,10 @@ def make_optimizer(model: StackedModel, optim: dict[str, Any]) -> torch.optim.Op
     Raises:
         ConfigError: an optimizer name other than sgd or adamw.
     """
-    params = parameter_groups(model, optim["weight_decay"], optim.get("norm_weight_decay"))
+    return _optimizer(parameter_groups(model, optim["weight_decay"], optim.get("norm_weight_decay")), optim)
+
+
+def _optimizer(params: list[dict[str, Any]], optim: dict[str, Any]) -> torch.optim.Optimizer:
     if optim["name"] == "sgd":
         return torch.optim.SGD(params, lr=optim["lr"], momentum=optim["momentum"],
                                weight_decay=optim["weight_decay"], nesterov=optim["nesterov"])
@@ -337,6 +340,37 @@ class StackedTrainer:
                     return self.steps
                 self.step([b[0] for b in batches], [b[1] for b in batches])
         return self.steps
+
+
+def separate_run(build: Callable[[], nn.Module], loader: Any, seed: int, steps: int,
+                 optim: dict[str, Any]) -> nn.Module:
+    """One seed trained alone, as a plain loop: the reference the stacked run is compared with.
+
+    The same computation as `normbench.train` for that seed on one device in full precision without
+    accumulation or clipping (`tests/test_stacked.py` checks it bit for bit): `torch.manual_seed(seed)` then
+    `build()`, the optimizer and parameter groups of `Classifier.configure_optimizers`, the learning-rate
+    schedule stepped after each optimizer step, and `loader` (the seed's own `BatchLoader`) for the batches,
+    epoch after epoch, until `steps` optimizer steps.
+    """
+    torch.manual_seed(seed)
+    net = build()
+    opt = _optimizer(parameter_groups(net, optim["weight_decay"], optim.get("norm_weight_decay")), optim)
+    name, warmup = optim.get("scheduler", "none"), int(optim.get("warmup_steps", 0))
+    schedule = Schedule(name, warmup, steps if name != "none" else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule.factor) if schedule.varies else None
+    net.train()
+    done = 0
+    while done < steps:
+        for x, y in loader:
+            if done == steps:
+                break
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+            done += 1
+    return net
 
 
 @torch.no_grad()

@@ -93,6 +93,7 @@ def worst_relative_difference(model: StackedModel, separate: list[torch.nn.Modul
     ("bn", {}, SGD, 300),
     ("bn", {"momentum": None}, {**SGD, "nesterov": True, "scheduler": "none", "warmup_steps": 0}, 100),
     ("gn", {}, SGD, 200),
+    ("ln", {}, {**SGD, "norm_weight_decay": 1e-3}, 100),
     ("none", {}, {**SGD, "name": "adamw", "lr": 1e-3, "weight_decay": 0.01, "norm_weight_decay": None}, 100),
 ])
 def test_stacked_equals_separate_runs_in_float64(data, norm, options, optim, steps):

@@ -2,8 +2,9 @@
 
 DESIGN. K runs that differ only in their seed (initialization and data order) make the same sequence of
 operations on tensors of the same shapes. At LeNet's small batches a step costs mostly per-operation overhead
-(kernel dispatch, oneDNN primitive setup, the autograd engine, the optimizer's per-parameter loop), so the K
-runs are turned into one model whose every operation does the K runs' work at once:
+(dispatch, the autograd engine, the optimizer's per-parameter loop) and kernels too small to run efficiently
+(oneDNN's convolutions on 1-6 input channels), so the K runs are turned into one model whose every operation
+does the K runs' work at once:
 
 - Layout: activations are (N, K*C, ...), seed k's channels at k*C .. (k+1)*C - 1 (seed-major), the layout in
   which a grouped convolution and a per-channel norm see the seeds as independent blocks. Flattening
@@ -19,7 +20,7 @@ runs are turned into one model whose every operation does the K runs' work at on
   all seeds, which is exact because every seed makes the same number of steps (it only matters for
   `momentum=None`, the cumulative average).
 - GroupNorm (`gn`, and `ln` which is GroupNorm with one group) -> GroupNorm with K times the groups over K*C
-  channels: per sample, group k*G + g is seed k's group g.
+  channels: per sample, group k*G + g is seed k's group g (on a contiguous copy: `ContiguousGroupNorm`).
 - Activations, average pooling, flatten and identity act elementwise or per channel: used as they are.
 - The loss is each seed's mean cross-entropy over its own batch, and the backward pass runs on their sum:
   no parameter is shared between seeds, so d(sum)/d(seed k's parameters) = d(loss_k)/d(seed k's parameters)
@@ -27,15 +28,20 @@ runs are turned into one model whose every operation does the K runs' work at on
 - The optimizer (SGD with momentum, Nesterov, weight decay; AdamW) is elementwise per parameter entry, with
   the same step count and learning rate for every seed, so one optimizer over the stacked tensors makes each
   seed's update; parameter groups (`optim.norm_weight_decay`) are the same norm sites as the separate runs'.
-  Gradient clipping by the global norm is not elementwise (it needs each seed's own norm) and is refused.
+  Gradient clipping by the global norm is not elementwise (it needs each seed's own norm): `StackedTrainer`
+  has none, and gradient accumulation, mixed precision and several devices are not part of it either.
 
 Each seed is built exactly as its separate run builds it (`torch.manual_seed(seed)` then the same model
 builder: the same Xavier draws), and each draws its own data order from its own `BatchLoader` seeded with its
 seed (`normbench.train` does the same); the loaders of one configuration give batches of equal sizes at every
 step, so the seeds' batches stack. What differs from the separate runs is only the kernels' summation order
-(a grouped convolution, a batched matrix product), so the two computations agree to rounding:
-`tests/test_stacked.py` checks it in float64 over hundreds of steps, and `benchmarks/stacked_seeds.py`
-reports the float32 drift and the speed.
+(a grouped convolution in channels-last, a batched matrix product), so the two computations agree to rounding:
+`tests/test_stacked.py` checks it in float64 over 100-300 steps (< 1e-10 relative, parameters and running
+statistics), and `benchmarks/stacked_seeds.py` reports the float64 difference on Fashion-MNIST next to a
+yardstick, the separate runs' own change when one weight moves by one ulp, with the float32 drift and the
+speed. Training may amplify rounding (a LeNet-GN at lr 0.1 with momentum 0.9 does, by ~10^13 in 300 steps):
+there the stacked run moves as far from the separate one as the separate run moves under a one-ulp change,
+which is as exact as any change of kernel, thread count or machine leaves a run.
 
 Only models whose modules are all of the kinds above (LeNet, `model=lenet`) and the norms `STACKABLE_NORMS`
 stack; anything else is refused with one error naming the module and what stacks.
@@ -135,9 +141,18 @@ def _stacked_batch_norm(layers: Sequence[_BatchNorm]) -> _BatchNorm:
     return stacked
 
 
+class ContiguousGroupNorm(nn.GroupNorm):
+    """GroupNorm on a contiguous copy of its input: torch's CPU GroupNorm kernels are several times slower on
+    channels-last tensors (1.7 ms against well under 1 ms for LeNet's first norm site stacked 5 times at batch
+    32, one thread), more than the copy costs. Same numbers as GroupNorm up to rounding."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.contiguous())
+
+
 def _stacked_group_norm(layers: Sequence[nn.GroupNorm]) -> nn.GroupNorm:
     first, k = layers[0], len(layers)
-    stacked = nn.GroupNorm(k * first.num_groups, k * first.num_channels, eps=first.eps, affine=first.affine)
+    stacked = ContiguousGroupNorm(k * first.num_groups, k * first.num_channels, eps=first.eps, affine=first.affine)
     if first.affine:
         stacked.weight = nn.Parameter(_cat(layers, "weight"))
         stacked.bias = nn.Parameter(_cat(layers, "bias"))

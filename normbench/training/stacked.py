@@ -259,8 +259,9 @@ class StackedModel(nn.Module):
     def unstack(self) -> list[nn.Module]:
         """The K seeds as separate models of the original architecture, with their current state."""
         models = []
+        device = next(iter(self.state_dict().values())).device  # the template stays where it was built
         for k in range(self.num_seeds):
-            model = copy.deepcopy(self._template[0])
+            model = copy.deepcopy(self._template[0]).to(device)
             model.load_state_dict(self.seed_state_dict(k))
             model.train(self.training)
             models.append(model)

@@ -74,9 +74,10 @@ class CostModel:
     def step_costs(self, cfg: DictConfig) -> StepCosts:
         """The measured step and per-example evaluation seconds of `cfg` (cached by what decides them)."""
         from normbench.run_facts import step_batch_size
-        from normbench.train import build_run_model
+        from normbench.train import apply_fast_path, build_run_model
         from normbench.training.fast_path import float32_norms
 
+        cfg, _ = apply_fast_path(cfg, "cpu")  # trainer.fast_path=fastest|auto: the settings the run would take
         t = cfg.trainer
         key = (str(dict(cfg.model)), str(dict(cfg.norm)), str(cfg.data.name), step_batch_size(cfg),
                int(cfg.data.eval_batch_size), t.emulate_devices, t.precision, t.channels_last, t.threads)

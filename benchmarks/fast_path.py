@@ -205,7 +205,7 @@ def verify_from(study_dir: Path, path: Path = FAST_PATHS_FILE) -> list[str]:
 
     exp = load_experiment(study_dir.name)
     verdicts = {c["id"]: c for c in json.loads((study_dir / "claims.json").read_text())}
-    records = [json.loads(line) for f in sorted((study_dir / "records").glob("*.jsonl"))
+    records = [json.loads(line)["summary"] for f in sorted((study_dir / "records").glob("*.jsonl"))
                for line in f.read_text().splitlines() if line.strip()]
     table = json.loads(path.read_text())
     entries = table.get("models", {}).get(MODEL, {})
@@ -241,7 +241,7 @@ def _config_value(config: dict[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return node.get("name") if isinstance(node, dict) else node  # `norm: bn` selects config.norm.name
 
 
 def main(argv: list[str] | None = None) -> None:

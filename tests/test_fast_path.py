@@ -121,3 +121,31 @@ def test_bad_fast_path_values_are_one_line_errors():
     assert r.returncode == 2 and "trainer.fast_path" in r.stderr and "off, auto, fastest" in r.stderr
     r = run_cli("run", "trainer.fast_path_margin=0", *TINY)
     assert r.returncode == 2 and "trainer.fast_path_margin" in r.stderr
+
+
+def test_verify_from_copies_the_committed_science_check_into_the_table(tmp_path):
+    """benchmarks.fast_path --verify-from: each norm's entry gets the verdict of the committed study's claim on
+    exactly the variant the table chooses; a variant the study did not run gets none."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.fast_path import verify_from
+
+    table = json.loads(json.dumps(TABLE))
+    for entry in table["models"]["resnet_fmnist"].values():
+        entry.pop("verified", None)
+    table["models"]["resnet_fmnist"]["gn"]["channels_last"] = True  # not the variant the study ran
+    path = tmp_path / "fast_paths.json"
+    path.write_text(json.dumps(table))
+    study = Path(__file__).resolve().parents[1] / "results" / "fast_path_check"
+    lines = verify_from(study, path)
+    got = json.loads(path.read_text())["models"]["resnet_fmnist"]
+    claims = {c["id"]: c for c in json.loads((study / "claims.json").read_text())}
+    assert got["bn"]["verified"]["held"] is claims["bn_bf16_cl_same_accuracy"]["held"]
+    assert got["bn"]["verified"]["margin_pp"] == 1.5 and got["bn"]["verified"]["n"] == 6
+    assert got["frn"]["verified"]["held"] is claims["frn_compile_same_accuracy"]["held"]
+    assert "verified" not in got["gn"] and any(line.startswith("gn: the study checked") for line in lines)
+    assert "verified" not in got["ln"]
+    settings, why = fp.resolve_fast_path("auto", "resnet_fmnist", "bn", "cpu", 1.5,
+                                         json.loads(path.read_text()))
+    assert (settings["precision"] == "bf16-mixed") is claims["bn_bf16_cl_same_accuracy"]["held"], why

@@ -44,6 +44,8 @@ from normbench.errors import ConfigError
 # host and the code's identity (compared on their own), and the config (the replay's input; its paths differ).
 NOT_COMPARED = (
     "wall_s", "examples_per_sec", "train_time_s", "compile_s", "calib_s", "test_modes_s",  # time, throughput
+    "compile_steps",  # 0 when the process had compiled the shape before (a sweep worker's later trials)
+    "fast_path",  # the table's description of the choice (measured speeds); the settings that ran are the config
     "out_dir", "checkpoint", "resumed_from", "data_source",  # paths
     "created_at",  # dates
     "machine", "versions", "accelerator", "device_name", "git_sha", "git_dirty", "numerics",  # host and code

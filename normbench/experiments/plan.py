@@ -320,25 +320,36 @@ def part_costs(rows: list[Planned], seeds: int, tuning_runs_per_config: int = 0,
 
 def calibration_ratio(model: Any, workloads: set[tuple], runs: list[Any], most: int = 3) -> tuple[float, int] | None:
     """Median of committed CPU-hours / this machine's estimate over up to `most` distinct committed training
-    configurations of the given (model, dataset) workloads, and how many; None when there are none."""
+    configurations of the given (model, dataset) workloads (each configuration's median over its runs, so one
+    run slowed by a busy machine does not set the scale), and how many; None when there are none."""
     from normbench.config import from_mapping
     from normbench.experiments.cost import cpu_hours
 
-    seen: list[dict[str, Any]] = []
-    ratios = []
+    groups: list[tuple[dict[str, Any], list[Any]]] = []
     for r in runs:
-        if (r.config.get("model.name"), r.config.get("data.name")) not in workloads or r.config in seen:
+        if (r.config.get("model.name"), r.config.get("data.name")) not in workloads:
             continue
         if not isinstance(r.summary.get("wall_s"), (int, float)) or not isinstance(r.summary.get("config"), dict):
             continue
-        seen.append(r.config)
+        for config, members in groups:
+            if config == r.config:
+                members.append(r)
+                break
+        else:
+            groups.append((r.config, [r]))
+    # the configurations with the most runs first: their median is the steadiest
+    groups.sort(key=lambda g: -len(g[1]))
+    ratios = []
+    for config, members in groups:
+        hours = float(np.median([float(r.summary["wall_s"]) * int(config.get("trainer.threads") or 1) / 3600
+                                 for r in members]))
         try:
-            cfg = from_mapping(r.summary["config"])
+            cfg = from_mapping(members[0].summary["config"])
             estimate = cpu_hours(model.run_seconds(cfg), cfg)
         except Exception:  # noqa: BLE001 - a record this code can no longer compose does not calibrate
             continue
         if estimate > 0:
-            ratios.append(float(r.summary["wall_s"]) * int(r.config.get("trainer.threads") or 1) / 3600 / estimate)
+            ratios.append(hours / estimate)
         if len(ratios) >= most:
             break
     return (float(np.median(ratios)), len(ratios)) if ratios else None

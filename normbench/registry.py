@@ -112,8 +112,10 @@ class Registry:
         return self._entries[key]
 
     def names(self) -> list[str]:
-        """Registered names: the built-in entries, then the plugins loaded so far."""
-        return list(self._entries)
+        """Registered names: the entries registered in code (built-in, or by `register` in a user's program).
+        Plugins (import paths, entry points) are apart: they load when named, so which ones a process happened
+        to load earlier never changes `norm: all` or any other "every registered" list."""
+        return [name for name, e in self._entries.items() if e.origin == "built-in"]
 
     def plugin_names(self) -> list[str]:
         """Names of the installed entry points of the registry's group (loaded or not)."""

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from normbench.environment import machine
 from normbench.models import build_model
-from normbench.training.fast_path import EAGER_FP32, FAST_PATHS_FILE, describe, float32_norms
+from normbench.training.fast_path import EAGER_FP32, FAST_PATHS_FILE, describe, prepare
 
 MODEL = "resnet_fmnist"
 MODEL_OPTIONS = {"depth": 8, "width": 8, "norm_act": "paper"}
@@ -77,11 +77,7 @@ class Stepper:
         net = build_model(MODEL, norm, num_classes=10, in_channels=1, image_size=28, **MODEL_OPTIONS).train()
         self.bf16 = settings["precision"] == "bf16-mixed"
         self.channels_last = settings["channels_last"]
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        if self.bf16:
-            float32_norms(net, list(getattr(net, "norm_sites", [])))
-        self.net = net
+        self.net = net = prepare(net, settings["precision"], self.channels_last)
         self.forward = torch.compile(net, dynamic=False) if settings["compile"] else net
         self.opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 

@@ -50,7 +50,7 @@ from normbench.training.checkpoint import (
     resume_problem,
 )
 from normbench.training.chunks import StepChunks, chunk_steps
-from normbench.training.fast_path import float32_norms, precision_parts, resolve_fast_path
+from normbench.training.fast_path import precision_parts, prepare, resolve_fast_path
 from normbench.training.history import EpochHistory, RecordPart
 from normbench.training.measurements import failure_reason, measurement_callbacks
 from normbench.training.module import norm_decay
@@ -294,11 +294,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | tuple, threads: int) -
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     data = load_run_data(cfg, device)
-    net = build_run_model(cfg, data)
-    if cfg.trainer.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if cfg.trainer.precision != "32":  # the norms' arithmetic stays float32 under autocast
-        float32_norms(net, list(getattr(net, "norm_sites", [])))
+    net = prepare(build_run_model(cfg, data), cfg.trainer.precision, cfg.trainer.channels_last)
     bs = step_batch_size(cfg)
     if len(data.train_x) < bs * cfg.trainer.devices and cfg.data.drop_last:
         w = cfg.trainer.emulate_devices

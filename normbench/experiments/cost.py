@@ -65,8 +65,7 @@ class CostModel:
         from normbench.train import load_run_data
 
         d = cfg.data
-        key = (d.name, d.root, d.train_subset, d.test_subset, d.val_fraction, d.normalize,
-               tuple(sorted((k, str(v)) for k, v in d.items())))
+        key = tuple(sorted((k, str(v)) for k, v in d.items()))  # every data option
         if key not in self._data:
             self._data[key] = load_run_data(cfg)
         return self._data[key]
@@ -75,7 +74,7 @@ class CostModel:
         """The measured step and per-example evaluation seconds of `cfg` (cached by what decides them)."""
         from normbench.run_facts import step_batch_size
         from normbench.train import apply_fast_path, build_run_model
-        from normbench.training.fast_path import float32_norms
+        from normbench.training.fast_path import prepare
 
         cfg, _ = apply_fast_path(cfg, "cpu")  # trainer.fast_path=fastest|auto: the settings the run would take
         t = cfg.trainer
@@ -86,11 +85,7 @@ class CostModel:
         data = self._load(cfg)
         with _threads(int(t.threads or torch.get_num_threads())):
             torch.manual_seed(0)
-            net = build_run_model(cfg, data)
-            if t.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            if t.precision != "32":
-                float32_norms(net, list(getattr(net, "norm_sites", [])))
+            net = prepare(build_run_model(cfg, data), t.precision, t.channels_last)
             opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
             bs = min(step_batch_size(cfg), len(data.train_x))
             x, y = data.train_x[:bs], data.train_y[:bs]

@@ -118,6 +118,17 @@ def float32_norms(net: nn.Module, sites: list[str]) -> int:
     return hooked
 
 
+def prepare(net: nn.Module, precision: str, channels_last: bool) -> nn.Module:
+    """`net` as a run with these settings trains it: channels-last weights, and float32 norm inputs under
+    mixed precision (a float32 run gets no hooks). Used by `normbench.train`, the plan's cost model and the
+    benchmark, so all three time the same model."""
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if precision != "32":
+        float32_norms(net, list(getattr(net, "norm_sites", [])))
+    return net
+
+
 def precision_parts(precision: str) -> dict[str, str]:
     """Which part of a run computes in which precision (the record's `precision_parts`)."""
     low = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}.get(precision, "float32")
